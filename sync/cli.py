@@ -1,0 +1,182 @@
+"""``python -m sync``: validate the dbt project's feature metadata and publish the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import click
+from rich.table import Table
+
+from . import publish as publishing
+from .config import ProjectPaths
+from .console import err, out, progress
+from .errors import FeatureStoreError, ValidationError
+from .feature_store import FeatureStore
+
+_paths_options: list[Callable] = [
+    click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+                 help="The dbt project directory."),
+    click.option("--manifest", type=click.Path(dir_okay=False), default=None,
+                 help="dbt manifest to read [default: <project-dir>/target/manifest.json]."),
+    click.option("--lake", default=None,
+                 help="Lake root URI [default: $FEATURE_STORE_LAKE or <project-dir>/lake]."),
+]
+
+
+def paths_options(fn: Callable) -> Callable:
+    for option in reversed(_paths_options):
+        fn = option(fn)
+    return fn
+
+
+def _paths(project_dir: str, manifest: str | None, lake: str | None) -> ProjectPaths:
+    return ProjectPaths.resolve(project_dir, manifest, lake)
+
+
+def _print_changes(outcome: publishing.Outcome) -> None:
+    for w in outcome.warnings:
+        err.print(f"[yellow]warning[/yellow]: {w}")
+    if not outcome.changes:
+        out.print("No changes to feature views, features, entities or services.")
+        return
+    table = Table(title=None, show_edge=False, pad_edge=False)
+    for col in ("change", "what", "detail", "breaking"):
+        table.add_column(col)
+    for c in outcome.changes:
+        mark = "[bold red]BREAKING[/bold red]" if c.breaking else ""
+        table.add_row(c.kind, c.target, c.detail, mark)
+    out.print(table)
+    if outcome.breaking:
+        err.print(f"[bold red]{len(outcome.breaking)} breaking change(s)[/bold red]: consumers of these "
+                  "features (trained models, serving clients) need updating.")
+
+
+def _print_views(doc: dict) -> None:
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("feature view", "version", "entities", "features", "ttl", "online", "rows", "offline data"):
+        table.add_column(col)
+    for name, v in doc["feature_views"].items():
+        state = v.get("offline_state") or {}
+        table.add_row(name, str(v["version"]), ",".join(v["entities"]), str(len(v["features"])),
+                      v.get("ttl") or "-", "yes" if v["online"] else "no", f"{state.get('rows', '-'):,}" if state.get("rows") is not None else "-",
+                      (v["offline"].get("path") or v["offline"].get("relation") or ""))
+    out.print(table)
+    for name, s in doc["feature_services"].items():
+        out.print(f"feature service [bold]{name}[/bold]: {len(s['features'])} features ({s.get('owner') or 'no owner'})")
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Feature store sync: reads dbt's manifest, validates the feature metadata and
+    publishes the registry to the lake.
+
+    Without a command, runs `publish`.
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(publish_cmd)
+
+
+@cli.command("publish")
+@paths_options
+def publish_cmd(project_dir: str = ".", manifest: str | None = None, lake: str | None = None) -> None:
+    """Validate the manifest and publish the registry (atomically)."""
+    started = time.perf_counter()
+    paths = _paths(project_dir, manifest, lake)
+    outcome = publishing.publish(paths)
+    _print_changes(outcome)
+    doc = outcome.after
+    out.print(f"Published registry serial {doc['serial']} to {paths.lake().uri('registry.json')}: "
+              f"{len(doc['feature_views'])} feature views, "
+              f"{sum(len(v['features']) for v in doc['feature_views'].values())} features, "
+              f"{len(doc['feature_services'])} feature services "
+              f"({time.perf_counter() - started:.2f}s)")
+
+
+@cli.command("plan")
+@paths_options
+@click.option("--json", "as_json", is_flag=True, help="Print the changes as JSON.")
+@click.option("--fail-on-breaking", is_flag=True, help="Exit with status 3 if any change is breaking.")
+def plan_cmd(project_dir: str, manifest: str | None, lake: str | None, as_json: bool, fail_on_breaking: bool) -> None:
+    """Show what `publish` would change in the published registry, flagging breaking changes."""
+    outcome = publishing.plan(_paths(project_dir, manifest, lake))
+    if as_json:
+        click.echo(json.dumps({
+            "changes": [c.to_dict() for c in outcome.changes],
+            "breaking": len(outcome.breaking),
+            "warnings": [str(w) for w in outcome.warnings],
+            "versions": {n: v["version"] for n, v in outcome.after["feature_views"].items()},
+        }, indent=2))
+    else:
+        _print_changes(outcome)
+    if fail_on_breaking and outcome.breaking:
+        sys.exit(3)
+
+
+@cli.command("show")
+@paths_options
+@click.option("--json", "as_json", is_flag=True, help="Print the whole registry document.")
+def show_cmd(project_dir: str, manifest: str | None, lake: str | None, as_json: bool) -> None:
+    """List the published feature views, features and services."""
+    store = FeatureStore(project_dir, lake=_paths(project_dir, manifest, lake).lake_root)
+    if as_json:
+        click.echo(json.dumps(store.registry, indent=2, sort_keys=True))
+    else:
+        _print_views(store.registry)
+
+
+@cli.command("sample-data")
+@click.option("--lake", default=None, help="Lake root URI [default: $FEATURE_STORE_LAKE or ./lake].")
+@click.option("--transactions", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Number of card transactions; customers and merchants scale with it.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same data).")
+def sample_data_cmd(lake: str | None, transactions: int, seed: int) -> None:
+    """Generate the card-payments sample data as Parquet under <lake>/raw/."""
+    from .sample_data import generate
+
+    paths = ProjectPaths.resolve(".", None, lake)
+    target = paths.lake()
+    target.makedirs("features")  # dbt-duckdb writes feature views here and needs it to exist
+    started = time.perf_counter()
+    with progress("generating transactions", 1) as advance:
+        counts = generate(target, transactions, seed, progress=advance)
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items())
+    out.print(f"Wrote {summary} to {target.uri('raw')} ({time.perf_counter() - started:.1f}s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors are one clear message and a non-zero exit, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="python -m sync", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        err.print("aborted")
+        return 130
+    except ValidationError as exc:
+        err.print(f"[bold red]error[/bold red]: {len(exc.problems)} problem(s) in the feature metadata; "
+                  "nothing was published:", markup=True)
+        for p in exc.problems:
+            err.print(f"  - {p}", markup=False)
+        return 1
+    except FeatureStoreError as exc:
+        err.print("[bold red]error[/bold red]: ", end="")
+        err.print(str(exc), markup=False)
+        return 1
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # an unexpected failure: say what, not where
+        if os.environ.get("FEATURE_STORE_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error[/bold red]: {type(exc).__name__}: ", end="")
+        err.print(str(exc), markup=False)
+        err.print("(set FEATURE_STORE_DEBUG=1 to see the traceback; please report it)")
+        return 1

@@ -1,0 +1,122 @@
+"""``FeatureStore``: the Python entry point, opened on a project or on a registry URI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import ProjectPaths
+from .definitions import (
+    Entity, Feature, FeatureRef, FeatureService, FeatureView,
+    entity_from_dict, feature_service_from_dict, feature_view_from_dict,
+)
+from .errors import FeatureStoreError
+from .lake import Lake
+from .registry.store import REGISTRY_FILE, RegistryStore
+
+
+class FeatureStore:
+    """Read access to the published registry.
+
+    ``FeatureStore()`` opens the project in the current directory (its lake from
+    ``$FEATURE_STORE_LAKE`` or ``./lake``); ``FeatureStore(registry="s3://b/p/registry.json")``
+    (or a lake root) opens a registry without the project.
+    """
+
+    def __init__(self, project_dir: str | Path | None = None, *, lake: str | None = None,
+                 registry: str | None = None) -> None:
+        if registry:
+            root, _, name = registry.rstrip("/").rpartition("/") if registry.endswith(".json") else (registry, "", REGISTRY_FILE)
+            self.lake = Lake(root)
+            self._store = RegistryStore(self.lake, name or REGISTRY_FILE)
+            self.project_dir: Path | None = None
+        else:
+            paths = ProjectPaths.resolve(project_dir, lake=lake)
+            self.lake = paths.lake()
+            self._store = RegistryStore(self.lake)
+            self.project_dir = paths.project_dir
+        self._doc: dict | None = None
+
+    def __repr__(self) -> str:
+        return f"FeatureStore(registry={self._store.uri!r})"
+
+    # -- registry -------------------------------------------------------------------
+    @property
+    def registry(self) -> dict:
+        if self._doc is None:
+            self.refresh()
+        assert self._doc is not None
+        return self._doc
+
+    def refresh(self) -> None:
+        doc, _ = self._store.read()
+        if doc is None:
+            raise FeatureStoreError(f"no registry at {self._store.uri}: run `python -m sync` to publish one")
+        self._doc = doc
+
+    @property
+    def serial(self) -> int:
+        return int(self.registry["serial"])
+
+    # -- listing --------------------------------------------------------------------
+    def list_entities(self) -> list[Entity]:
+        return [entity_from_dict(e) for e in self.registry["entities"].values()]
+
+    def list_feature_views(self, *, tags: list[str] | None = None, online: bool | None = None) -> list[FeatureView]:
+        views = [feature_view_from_dict(v) for v in self.registry["feature_views"].values()]
+        if tags:
+            views = [v for v in views if set(tags) <= set(v.tags)]
+        if online is not None:
+            views = [v for v in views if v.online == online]
+        return views
+
+    def get_feature_view(self, name: str) -> FeatureView:
+        try:
+            return feature_view_from_dict(self.registry["feature_views"][name])
+        except KeyError:
+            known = ", ".join(sorted(self.registry["feature_views"])) or "none"
+            raise FeatureStoreError(f"unknown feature view {name!r} (known: {known})") from None
+
+    def feature_view_version(self, name: str) -> int:
+        self.get_feature_view(name)
+        return int(self.registry["feature_views"][name]["version"])
+
+    def feature_view_history(self, name: str) -> list[dict]:
+        self.get_feature_view(name)
+        return list(self.registry["feature_views"][name]["versions"])
+
+    def list_features(self, view: str | None = None) -> list[tuple[FeatureRef, Feature]]:
+        views = [self.get_feature_view(view)] if view else self.list_feature_views()
+        return [(FeatureRef(v.name, f.name), f) for v in views for f in v.features]
+
+    def list_feature_services(self) -> list[FeatureService]:
+        return [feature_service_from_dict(s) for s in self.registry["feature_services"].values()]
+
+    def get_feature_service(self, name: str) -> FeatureService:
+        try:
+            return feature_service_from_dict(self.registry["feature_services"][name])
+        except KeyError:
+            known = ", ".join(sorted(self.registry["feature_services"])) or "none"
+            raise FeatureStoreError(f"unknown feature service {name!r} (known: {known})") from None
+
+    def resolve_features(self, features: list[str] | None = None,
+                         feature_service: str | None = None) -> list[FeatureRef]:
+        """Feature references from a list (``view:feature``, ``view:*``) or a service name."""
+        if (features is None) == (feature_service is None):
+            raise FeatureStoreError("pass either features=[...] or feature_service=..., not both")
+        if feature_service is not None:
+            return list(self.get_feature_service(feature_service).features)
+        refs: list[FeatureRef] = []
+        for text in features or []:
+            try:
+                ref = FeatureRef.parse(text)
+            except ValueError as exc:
+                raise FeatureStoreError(str(exc)) from None
+            view = self.get_feature_view(ref.view)
+            names = view.feature_names if ref.feature == "*" else (ref.feature,)
+            for name in names:
+                if name not in view.feature_names:
+                    raise FeatureStoreError(
+                        f"feature view {view.name!r} has no feature {name!r} (features: {', '.join(view.feature_names)})")
+                if FeatureRef(view.name, name) not in refs:
+                    refs.append(FeatureRef(view.name, name))
+        return refs

@@ -1,0 +1,1 @@
+"""Offline store: feature view rows as Parquet in the lake."""
