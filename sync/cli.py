@@ -148,6 +148,32 @@ def sample_data_cmd(lake: str | None, transactions: int, seed: int) -> None:
     out.print(f"Wrote {summary} to {target.uri('raw')} ({time.perf_counter() - started:.1f}s)")
 
 
+@cli.command("sql")
+@click.argument("query")
+@click.option("--database", default=None,
+              help="DuckDB file dbt built [default: $FEATURE_STORE_DUCKDB or feature_store.duckdb].")
+def sql_cmd(query: str, database: str | None) -> None:
+    """Run SQL against the feature views by name (read-only), as an analyst would in DuckDB."""
+    import duckdb
+
+    path = database or os.environ.get("FEATURE_STORE_DUCKDB", "feature_store.duckdb")
+    if not os.path.exists(path):
+        raise FeatureStoreError(f"no DuckDB database at {path}: run `dbt build` first")
+    try:
+        with duckdb.connect(path, read_only=True) as con:
+            result = con.sql(query)
+            if result is None:
+                return
+            table = Table(show_edge=False, pad_edge=False)
+            for col in result.columns:
+                table.add_column(col)
+            for row in result.fetchall():
+                table.add_row(*("" if v is None else str(v) for v in row))
+    except duckdb.Error as exc:
+        raise FeatureStoreError(f"query failed: {exc}") from exc
+    out.print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors are one clear message and a non-zero exit, never a traceback."""
     try:

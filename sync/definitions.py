@@ -65,8 +65,9 @@ class FeatureView:
     offline: OfflineLocation = field(default_factory=lambda: OfflineLocation("parquet"))
     lineage: Lineage = field(default_factory=Lineage)
     unique_id: str = ""
-    sql_fingerprint: str = ""
+    sql_fingerprint: str = ""  # of the canonical compiled SQL; "" when not compiled
     schema_fingerprint: str = ""
+    code_checksum: str = ""  # dbt's checksum of the model file
 
     @property
     def ttl(self) -> str | None:
@@ -151,6 +152,7 @@ def feature_view_from_dict(d: dict) -> FeatureView:
         unique_id=d.get("unique_id", ""),
         sql_fingerprint=d.get("sql_fingerprint", ""),
         schema_fingerprint=d.get("schema_fingerprint", ""),
+        code_checksum=d.get("code_checksum", ""),
     )
 
 

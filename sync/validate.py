@@ -124,13 +124,18 @@ def _fingerprints(manifest: Manifest, node: dict, view: FeatureView) -> tuple[st
         up = manifest.node(uid) or {}
         if up.get("relation_name"):
             relations[up["relation_name"]] = up.get("name", uid)
-    sql = canonical_sql(node.get("compiled_code") or "", relations, manifest.adapter_type)
+    if not node.get("compiled_code"):
+        # `dbt build -s other_model` leaves this node uncompiled: the registry keeps the
+        # published fingerprint if the file is unchanged (see registry.document)
+        sql = ""
+    else:
+        sql = canonical_sql(node["compiled_code"], relations, manifest.adapter_type)
     schema = json.dumps({
         "join_keys": view.join_keys, "entities": view.entities,
         "event_timestamp": view.event_timestamp, "created_timestamp": view.created_timestamp,
         "features": [(f.name, f.data_type) for f in view.features],
     }, sort_keys=True)
-    return fingerprint(sql), fingerprint(schema)
+    return (fingerprint(sql) if sql else ""), fingerprint(schema)
 
 
 def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
@@ -150,9 +155,6 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
     for extra in sorted(set(spec) - set(VIEW_KEYS)):
         bad(f"feature_view.{extra}", "is not a feature view property",
             _did_you_mean(extra, VIEW_KEYS) or f"allowed: {', '.join(VIEW_KEYS)}")
-    if not node.get("compiled_code"):
-        bad("compiled_code", "the manifest has no compiled SQL for this model",
-            "run `dbt build` or `dbt compile` (not only `dbt parse`) before sync")
 
     columns: dict[str, dict] = node.get("columns") or {}
     declared = set(columns)
@@ -200,6 +202,7 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
             bad(f"columns.{col}.data_type", f"{prop} column must be a timestamp, got {dt!r}", "use data_type: timestamp")
         timestamps.append(col)
 
+    keys_resolved = len(problems) == start
     try:
         ttl = parse_ttl(spec.get("ttl"))
     except ValueError as exc:
@@ -217,12 +220,13 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
         bad("feature_view.tags", "must be a list of strings", "e.g. tags: [payments, fraud]")
         tags = []
 
-    # features: every other declared column
+    # features: every other declared column. While keys or timestamps are unresolved, an
+    # untyped column is probably one of them, so only a present-but-bad type is reported.
     partitions = _partition_columns(node)
     reserved = set(join_keys) | set(timestamps) | set(partitions)
     features: list[Feature] = []
     for col, props in columns.items():
-        if col in reserved:
+        if col in reserved or (not keys_resolved and props.get("data_type") is None):
             continue
         try:
             dtype = parse_data_type(props.get("data_type"))
@@ -256,7 +260,8 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
         lineage=_lineage(manifest, node), unique_id=node["unique_id"],
     )
     sql_fp, schema_fp = _fingerprints(manifest, node, view)
-    return FeatureView(**{**view.__dict__, "sql_fingerprint": sql_fp, "schema_fingerprint": schema_fp})
+    return FeatureView(**{**view.__dict__, "sql_fingerprint": sql_fp, "schema_fingerprint": schema_fp,
+                          "code_checksum": (node.get("checksum") or {}).get("checksum", "")})
 
 
 def _feature_service(exposure: dict, views: dict[str, FeatureView], view_names: set[str],

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..definitions import to_dict
+from ..errors import FeatureStoreError
 from ..validate import Definitions
 from .plan import diff_view
 
@@ -44,6 +45,12 @@ def apply_definitions(current: dict | None, defs: Definitions, context: dict[str
         new = to_dict(view)
         new["ttl"] = view.ttl
         old = old_views.get(name)
+        if not new["sql_fingerprint"]:
+            if old is None or old.get("code_checksum") != new["code_checksum"]:
+                raise FeatureStoreError(
+                    f"{name}: the manifest has no compiled SQL for this model and it is new or changed; "
+                    "run `dbt build` or `dbt compile` for it (not only `dbt parse`), then sync again")
+            new["sql_fingerprint"] = old["sql_fingerprint"]
         if old is None:
             past = retired.pop(name, None)
             version = (past["version"] + 1) if past else 1

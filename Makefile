@@ -1,0 +1,43 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DBT    := $(BIN)/dbt
+# sample size for the demo; benchmarks pass millions
+TRANSACTIONS ?= 200000
+DBT_FLAGS := --project-dir . --profiles-dir .
+
+.PHONY: install demo sample-data build sync show test clean help
+
+help:
+	@echo "make demo   - install, generate sample data, dbt build, publish the registry, show it"
+	@echo "make test   - install and run the test suite"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	@touch $@
+
+install: $(BIN)/.installed
+
+sample-data: install
+	$(BIN)/python -m sync sample-data --transactions $(TRANSACTIONS)
+
+build: install
+	$(DBT) build $(DBT_FLAGS)
+
+sync: install
+	$(BIN)/python -m sync
+
+show: install
+	$(BIN)/python -m sync show
+	$(BIN)/python -m sync sql "select customer_id, event_timestamp, amount_sum_7d, txn_count_30d from customer_spend order by event_timestamp desc, customer_id limit 5"
+
+demo: sample-data build sync show
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf target logs lake feature_store.duckdb
