@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 from .config import ProjectPaths
 from .definitions import (
@@ -56,6 +60,45 @@ class FeatureStore:
     @property
     def serial(self) -> int:
         return int(self.registry["serial"])
+
+    # -- training sets -------------------------------------------------------------------
+    def get_historical_features(self, entity_df: Any, features: list[str] | None = None, *,
+                                feature_service: str | None = None, full_feature_names: bool = False,
+                                timestamp_column: str = "event_timestamp", memory_limit: str | None = None,
+                                temp_directory: str | None = None) -> pa.Table:
+        """Point-in-time correct feature values for every row of ``entity_df``.
+
+        ``entity_df``: a pandas, polars or pyarrow table, a SQL query, or the name of a dbt
+        model (run in the project's DuckDB database). Rows come back once each, in input
+        order, with all their columns, followed by the requested features (``view__feature``
+        with ``full_feature_names=True``). ``.to_pandas()`` on the result gives a DataFrame.
+        Semantics: docs/point-in-time.md.
+        """
+        from .offline.historical import connect, get_historical_features
+
+        refs = self.resolve_features(features, feature_service)
+        views = {v.name: v for v in self.list_feature_views()}
+        entities = {e.name: e for e in self.list_entities()}
+        con = connect(memory_limit, temp_directory)
+        try:
+            self._attach_project(con)
+            return get_historical_features(self.lake, views, entities, entity_df, refs,
+                                           full_feature_names=full_feature_names,
+                                           timestamp_column=timestamp_column, con=con)
+        finally:
+            con.close()
+
+    def _attach_project(self, con) -> None:
+        """Make the dbt models queryable by name for SQL or model-name entity_dfs."""
+        if self.project_dir is None:
+            return
+        db = Path(os.environ.get("FEATURE_STORE_DUCKDB", "feature_store.duckdb"))
+        db = db if db.is_absolute() else self.project_dir / db
+        if db.exists():
+            # dbt's views read the lake by paths relative to the project
+            con.execute("set file_search_path = $1", [str(self.project_dir)])
+            con.execute(f"attach '{str(db).replace(chr(39), chr(39) * 2)}' as project (read_only)")
+            con.execute("use project")
 
     # -- listing --------------------------------------------------------------------
     def list_entities(self) -> list[Entity]:

@@ -36,7 +36,8 @@ def test_publish_records_everything(built_project):
     risk = doc["feature_views"]["merchant_risk"]["lineage"]
     assert risk == {"parents": ["model.feature_store.stg_merchant_risk_assessments"],
                     "models": ["stg_merchant_risk_assessments"], "sources": ["raw.merchant_risk_assessments"],
-                    "downstream": ["exposure.feature_store.fraud_detection_v1", "exposure.feature_store.merchant_similarity"]}
+                    "downstream": ["exposure.feature_store.fraud_detection_v1", "exposure.feature_store.merchant_similarity",
+                                   "model.feature_store.fraud_training_set"]}
     assert doc["feature_views"]["merchant_risk"]["created_timestamp"] == "recorded_at"
     assert doc["feature_services"]["merchant_similarity"]["features"] == [
         "merchant_embedding:embedding", "merchant_embedding:model_version", "merchant_risk:risk_tier"]
@@ -51,8 +52,9 @@ def test_invalid_metadata_lists_every_problem_and_publishes_nothing(project):
     project.edit("features/schema.yml", "        data_type: int64\n        description: Number of transactions on the day.",
                  "        description: Number of transactions on the day.")
     project.edit("features/services.yml", "customer_merchant_activity:pair_active_days", "customer_merchant_activity:pair_active_day")
-    # models only: the grain tests would (rightly) refuse the unknown entity at compile time
-    project.dbt("compile", "-s", "resource_type:model", "--indirect-selection", "empty")
+    # the feature views only: the grain tests and the training set's point_in_time_join
+    # would (rightly) refuse the unknown entity at compile time already
+    project.dbt("compile", "-s", "path:features,resource_type:model", "--indirect-selection", "empty")
     proc = project.sync()
     assert_refused(project, proc, "nothing was published",
                    "merchant_risk: feature_view.entities: unknown entity 'merchnt'",
