@@ -149,3 +149,24 @@ def test_hostile_column_names_and_values_cannot_inject(tmp_path):
 def test_empty_entity_df_gives_an_empty_result_with_the_columns(lake):
     got = hist(lake, entity_df().iloc[:0])
     assert got.num_rows == 0 and got.column_names[-3:] == ["x", "s", "y"]
+
+
+def test_the_worked_example_in_the_docs(tmp_path):
+    """docs/point-in-time.md's merchant_risk example, row by row."""
+    ts = lambda text: pd.Timestamp(text, tz="UTC")  # noqa: E731
+    (tmp_path / "features").mkdir()
+    pq.write_table(pa.table({
+        "merchant_id": [7, 7, 7],
+        "assessed_at": pa.array([ts("2026-05-04 06:00"), ts("2026-05-04 06:00"), ts("2026-05-11 06:00")]),
+        "recorded_at": pa.array([ts("2026-05-04 07:10"), ts("2026-05-09 10:00"), ts("2026-05-11 06:40")]),
+        "risk_score": [0.12, 0.31, 0.14],
+    }), tmp_path / "features/merchant_risk.parquet")
+    view = FeatureView("merchant_risk", ("merchant",), ("merchant_id",), "assessed_at", (Feature("risk_score", "float64"),),
+                       "o", created_timestamp="recorded_at", ttl_seconds=30 * 86400,
+                       offline=OfflineLocation("parquet", "features/merchant_risk.parquet"))
+    times = ["2026-05-04 05:59", "2026-05-04 06:00", "2026-05-10 00:00", "2026-05-11 06:00", "2026-06-10 06:00", "2026-06-10 06:01"]
+    df = pd.DataFrame({"merchant_id": [7] * 6, "event_timestamp": [ts(t) for t in times]})
+    got = get_historical_features(Lake(str(tmp_path)), {"merchant_risk": view},
+                                  {"merchant": Entity("merchant", ("merchant_id",), "int64")}, df,
+                                  [FeatureRef("merchant_risk", "risk_score")])
+    assert got["risk_score"].to_pylist() == [None, 0.31, 0.31, 0.14, 0.14, None]

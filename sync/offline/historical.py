@@ -127,9 +127,12 @@ def _check_keys(table: pa.Table, request: ViewRequest, entities: dict[str, Entit
 
 
 def parquet_source(lake: Lake, view: FeatureView) -> str:
-    path = lake.uri(view.offline.path or "") if not lake.is_local else lake.path(view.offline.path or "")
-    if view.offline.partition_by:
-        return f"read_parquet({_literal(path.rstrip('/') + '/**/*.parquet')}, hive_partitioning = true)"
+    """``read_parquet`` over a view's file, or every Parquet file below its folder."""
+    rel = view.offline.path or ""
+    path = lake.path(rel) if lake.is_local else lake.uri(rel)
+    if view.offline.partition_by or lake.fs.isdir(lake.path(rel)):
+        hive = ", hive_partitioning = true" if view.offline.partition_by else ""
+        return f"read_parquet({_literal(path.rstrip('/') + '/**/*.parquet')}{hive})"
     return f"read_parquet({_literal(path)})"
 
 
@@ -152,13 +155,16 @@ def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool) -> str:
     return f"(select {', '.join(cols)} from {source} where {' and '.join(where)})"
 
 
-def build_sql(lake: Lake, requests: list[ViewRequest], entity_columns: list[str]) -> str:
-    """The ASOF query over the registered relation ``__fs_entities``."""
-    select = [f"e.{quote(c)}" for c in entity_columns]
+def build_sql(lake: Lake, requests: list[ViewRequest]) -> str:
+    """The ASOF query over the registered relation ``__fs_entities`` (row id, keys, time).
+
+    It returns the row id, and per view the matched event time and the features; the TTL
+    bound and the input order are applied afterwards in Arrow (cheaper than SQL CASE/ORDER BY).
+    """
+    select = [f"e.{ROW}"]
     joins = []
-    needs_key = any(r.view.created_timestamp for r in requests)
     spine = "__fs_entities"
-    if needs_key:
+    if any(r.view.created_timestamp for r in requests):
         spine = f"(select *, epoch_us({TS})::hugeint * {_SHIFT} + {_LOW_MAX} as __fs_key from __fs_entities)"
     for i, r in enumerate(requests):
         alias = f"v{i}"
@@ -166,13 +172,33 @@ def build_sql(lake: Lake, requests: list[ViewRequest], entity_columns: list[str]
         on.append(f"e.__fs_key >= {alias}.__fs_key" if r.view.created_timestamp else f"e.{TS} >= {alias}.{TS}")
         joins.append(f"asof left join {_view_subquery(parquet_source(lake, r.view), r, bool(r.view.ttl_seconds))} "
                      f"{alias} on {' and '.join(on)}")
+        select.append(f"{alias}.{TS} as __fs_match_{i}")
+        select += [f"{alias}.{quote(out)}" for out in r.output_names]
+    return f"select {', '.join(select)} from {spine} e {' '.join(joins)}"
+
+
+def _in_input_order(result: pa.Table, n: int) -> pa.Table:
+    """Rows back in input order: the row ids are a permutation of 0..n-1, so invert it."""
+    import numpy as np
+
+    rows = result[ROW].to_numpy()
+    order = np.empty(n, dtype=np.int64)
+    order[rows] = np.arange(n, dtype=np.int64)
+    return result.take(pa.array(order))
+
+
+def _apply_ttl(result: pa.Table, requests: list[ViewRequest], ts: pa.Array) -> list[pa.ChunkedArray]:
+    """Feature columns, nulled where the matched row is older than the view's TTL."""
+    columns = []
+    for i, r in enumerate(requests):
+        keep = None
+        if r.view.ttl_seconds:
+            oldest = pc.subtract(ts, pa.scalar(int(r.view.ttl_seconds) * 1_000_000, pa.duration("us")))
+            keep = pc.greater_equal(result[f"__fs_match_{i}"], oldest)
         for out in r.output_names:
-            if r.view.ttl_seconds:
-                select.append(f"case when {alias}.{TS} >= e.{TS} - to_seconds({int(r.view.ttl_seconds)}) "
-                              f"then {alias}.{quote(out)} end as {quote(out)}")
-            else:
-                select.append(f"{alias}.{quote(out)}")
-    return (f"select {', '.join(select)} from {spine} e {' '.join(joins)} order by e.{ROW}")
+            col = result[out]
+            columns.append(col if keep is None else pc.if_else(keep, col, pa.nulls(len(col), col.type)))
+    return columns
 
 
 def connect(memory_limit: str | None = None, temp_directory: str | None = None,
@@ -204,21 +230,23 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
     requests = plan_requests(views, refs, full_feature_names, table.column_names)
     for r in requests:
         _check_keys(table, r, entities)
-    ts = _normalise_timestamps(table, timestamp_column)
-    spine = table.append_column(ROW, pa.array(range(table.num_rows), pa.int64())).append_column(TS, ts)
+    ts = _normalise_timestamps(table, timestamp_column).combine_chunks() if table.num_rows else \
+        pa.array([], pa.timestamp("us", tz="UTC"))
+    # only what the join needs goes to DuckDB; the caller's columns stay untouched in Arrow
+    keys = list(dict.fromkeys(k for r in requests for k in r.view.join_keys))
+    spine = pa.table([pa.array(range(table.num_rows), pa.int64()), ts] + [table[k] for k in keys],
+                     names=[ROW, TS] + keys)
     con.register("__fs_entities", spine)
     try:
-        if table.num_rows:
-            bounds = [pc.min(ts).as_py(), pc.max(ts).as_py()]
-        else:
-            bounds = [None, None]
-        sql = build_sql(lake, requests, table.column_names)
+        bounds = [pc.min(ts).as_py(), pc.max(ts).as_py()] if table.num_rows else [None, None]
+        sql = build_sql(lake, requests)
         params = {k: v for k, v in (("min_ts", bounds[0]), ("max_ts", bounds[1])) if f"${k}" in sql}
         result = con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureStoreError(f"point-in-time join failed: {exc}") from exc
     finally:
         con.unregister("__fs_entities")
-    # keep the caller's column types exactly (DuckDB may widen e.g. naive timestamps)
-    return pa.table([table[c] for c in table.column_names] + [result[c] for c in result.column_names[table.num_columns:]],
-                    names=result.column_names)
+    result = _in_input_order(result, table.num_rows)
+    features = _apply_ttl(result, requests, ts)
+    names = [o for r in requests for o in r.output_names]
+    return pa.table([table[c] for c in table.column_names] + features, names=table.column_names + names)
