@@ -221,6 +221,9 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
                             timestamp_column: str = "event_timestamp",
                             con: duckdb.DuckDBPyConnection | None = None) -> pa.Table:
     con = con or connect()
+    if not lake.is_local:
+        # DuckDB 2.0 reads object storage through the lake's fsspec filesystem
+        con.register_filesystem(lake.fs)
     table = to_arrow(entity_df, con)
     reserved = [c for c in table.column_names if c.startswith(_RESERVED)]
     if reserved:
