@@ -1,0 +1,271 @@
+"""The latest row of every entity in a view's offline Parquet, newer than a watermark.
+
+Two passes, so that no source row's features are ever hashed or held:
+
+1. DuckDB reads the join keys and timestamps only, with the watermark as a filter on the
+   event (and created) timestamp, so files, partitions and row groups whose statistics lie
+   wholly below it are skipped unread. One hash aggregate (``arg_max`` by event, then
+   created time) keeps, per entity, where its latest row is: file and row number.
+2. pyarrow streams the feature columns of only the files that hold a latest row, a batch
+   at a time, and takes those rows.
+
+Memory is bounded by the number of entities (pass 1 spills to disk past ``memory_limit``)
+and one batch of source rows, not by the number of source rows.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..contract import parse_data_type
+from ..definitions import FeatureView
+from ..errors import FeatureStoreError
+from ..lake import Lake
+from .encoding import NO_CREATED, EncodingError, ValueCodec
+
+E, C = "__fs_e", "__fs_c"  # event / created time in µs in the batches' columns
+WINNERS = "__fs_winners"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+DEFAULT_MEMORY = "512MB"
+SOURCE_BATCH = 65_536  # source rows decoded at a time in pass 2
+OUT_BATCH = 32_768  # latest rows per yielded batch (whole script batches for the writer)
+ROW_BITS = 40  # a row's position is file index << 40 | row number in the file
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Rows with event time >= ``event_us`` (or created time >= ``created_us``) are read again."""
+
+    event_us: int
+    created_us: int = NO_CREATED
+
+    def to_dict(self) -> dict:
+        return {"event_timestamp": iso(self.event_us),
+                "created_timestamp": iso(self.created_us) if self.created_us != NO_CREATED else None}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Watermark:
+        created = d.get("created_timestamp")
+        return cls(from_iso(d["event_timestamp"]), from_iso(created) if created else NO_CREATED)
+
+    def merge(self, other: Watermark | None) -> Watermark:
+        if other is None:
+            return self
+        return Watermark(max(self.event_us, other.event_us), max(self.created_us, other.created_us))
+
+
+def iso(us: int) -> str:
+    return (EPOCH + timedelta(microseconds=us)).isoformat()
+
+
+def from_iso(text: str) -> int:
+    ts = datetime.fromisoformat(text)
+    delta = (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)) - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ts(us: int) -> str:
+    return f"TIMESTAMPTZ {_literal(iso(us))}"
+
+
+def connect(memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
+    con.execute("set TimeZone = 'UTC'")
+    con.execute("set memory_limit = $1", [memory_limit or os.environ.get("FEATURE_STORE_DUCKDB_MEMORY") or DEFAULT_MEMORY])
+    spill = os.environ.get("FEATURE_STORE_DUCKDB_TEMP") or str(Path(tempfile.gettempdir()) / "feature_store_spill")
+    con.execute("set temp_directory = $1", [spill])
+    con.execute("set preserve_insertion_order = false")  # lets the aggregate run in parallel and spill
+    return con
+
+
+def parquet_files(lake: Lake, view: FeatureView) -> list[str]:
+    """The view's Parquet files (filesystem paths), in a fixed order."""
+    rel = view.offline.path or ""
+    if view.offline.partition_by or lake.fs.isdir(lake.path(rel)):  # a hive tree, or a folder of part files
+        return sorted(p for p in lake.fs.find(lake.path(rel)) if p.endswith(".parquet"))
+    return [lake.path(rel)]
+
+
+@dataclass
+class LatestRows:
+    lake: Lake
+    view: FeatureView
+    files: list[str]
+    con: duckdb.DuckDBPyConnection
+    rows_read: int  # source rows that passed the watermark filter
+    entities: int  # latest rows (one per entity)
+    watermark: Watermark | None  # the newest times read; None when nothing was read
+
+    def _open(self, path: str) -> pq.ParquetFile:
+        source = path if self.lake.is_local else self.lake.fs.open(path, "rb")
+        # small reads, no pre-buffering: one batch of one row group in memory at a time
+        return pq.ParquetFile(source, buffer_size=1 << 20, pre_buffer=False)
+
+    def batches(self, columns: list[str] | None = None, size: int = OUT_BATCH) -> Iterator[pa.Table]:
+        """The latest rows: join keys, ``__fs_e``, ``__fs_c`` and ``columns`` (default: every feature)."""
+        columns = [f.name for f in self.view.features] if columns is None else columns
+        pending: list[pa.Table] = []
+        held = 0
+        for index, path in enumerate(self.files):
+            winners = self.con.sql(f"select * exclude (f) from {WINNERS} where f = {index} order by r").to_arrow_table()
+            if winners.num_rows == 0:
+                continue
+            positions = winners.column("r").to_numpy()
+            winners = winners.drop_columns(["r"])
+            start = done = 0
+            for batch in self._open(path).iter_batches(batch_size=SOURCE_BATCH, columns=columns or None,
+                                                       use_threads=True):
+                end = start + batch.num_rows
+                upto = int(np.searchsorted(positions, end))
+                if upto > done:
+                    taken = batch.take(pa.array(positions[done:upto] - start)) if columns else None
+                    table = winners.slice(done, upto - done)
+                    for name in columns:
+                        table = table.append_column(name, taken.column(name))
+                    pending.append(table)
+                    held += upto - done
+                    done = upto
+                    if held >= size:
+                        yield pa.concat_tables(pending).combine_chunks()
+                        pending, held = [], 0
+                start = end
+                if done == len(positions):
+                    break
+        if pending:
+            yield pa.concat_tables(pending).combine_chunks()
+
+    def check_values(self, codec: ValueCodec, describe) -> None:
+        """Refuse, before any write, a vector or list value its declared type cannot hold.
+
+        Skipped when the Parquet footers already prove it: a fixed-size list of the declared
+        size with no null elements. Otherwise the features concerned are read and encoded
+        once without writing (the same checks the writes would make).
+        """
+        suspect = [f for f in self.view.features if parse_data_type(f.data_type).is_list
+                   and not self._proven(f.name, parse_data_type(f.data_type))]
+        if not suspect or self.entities == 0:
+            return
+        checker = ValueCodec(self.view.name, suspect)
+        names = [f.name for f in suspect]
+        for table in self.batches(names):
+            n = table.num_rows
+            keys = [table.column(k) for k in self.view.join_keys]
+            try:
+                checker.encode(table, np.zeros(n, np.int64), np.zeros(n, np.int64), lambda i: describe(keys, i))
+            except EncodingError as exc:
+                raise EncodingError(f"{exc}; nothing was written") from None
+
+    def _proven(self, name: str, dtype) -> bool:
+        for path in self.files:
+            meta = self._open(path).metadata
+            arrow = meta.schema.to_arrow_schema()
+            if name not in arrow.names:
+                return False
+            typ = arrow.field(name).type
+            if dtype.dimension is not None and not (pa.types.is_fixed_size_list(typ) and typ.list_size == dtype.dimension):
+                return False
+            leaves = [j for j in range(meta.num_columns) if meta.schema.column(j).path.split(".")[0] == name]
+            for g in range(meta.num_row_groups):
+                for j in leaves:
+                    stats = meta.row_group(g).column(j).statistics
+                    if stats is None or not stats.has_null_count or stats.null_count:
+                        return False
+        return True
+
+
+def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since: Watermark | None,
+         until_us: int) -> LatestRows:
+    """Where the latest row per entity is, among rows with event time <= ``until_us`` newer than ``since``.
+
+    "Newer": event time >= the watermark's, or (with a created timestamp) created time >=
+    its; the boundary instant is read again, so rows that share the last event time but
+    arrived after the previous run are not missed (rewriting an equal value is a no-op).
+    """
+    files = parquet_files(lake, view)
+    keys = [quote(k) for k in view.join_keys]
+    e, c = quote(view.event_timestamp), quote(view.created_timestamp) if view.created_timestamp else None
+    where = [f"{e} <= {_ts(until_us)}"]
+    if since is not None:
+        newer = f"{e} >= {_ts(since.event_us)}"
+        if c and since.created_us != NO_CREATED:
+            newer = f"({newer} or {c} >= {_ts(since.created_us)})"
+        where.append(newer)
+    # a full scan also counts null event times (an incremental filter cannot see them, and
+    # keeping it free of "or is null" lets it prune row groups)
+    filters = " and ".join(where) if since is not None else f"({' and '.join(where)}) or {e} is null"
+    created = f"coalesce(epoch_us({c}), {NO_CREATED})" if c else str(NO_CREATED)
+    if lake.is_local:
+        paths = files
+    else:  # object storage through the lake's fsspec filesystem
+        lake.register_duckdb(con)  # safe to repeat on one connection
+        paths = [lake.fs.unstrip_protocol(p) for p in files]
+    hive = "true" if view.offline.partition_by else "false"
+    source = f"read_parquet([{', '.join(map(_literal, paths))}], file_row_number = true, hive_partitioning = {hive})"
+    # One fixed-width sort key per row, (event, created) packed into a HUGEINT, and one
+    # position, (file, row) packed into a BIGINT: arg_max over scalars is several times
+    # faster than over structs. Null event times stay out of it (they would sort as
+    # newest) and are counted.
+    order = f"(epoch_us({e})::hugeint * {1 << 64} + ({created}::hugeint + {1 << 63}))"
+    sql = f"""
+        create or replace temp table {WINNERS} as
+        with agg as (
+            select {', '.join(keys)},
+                   count(*) as __fs_n,
+                   count(*) filter (where {e} is null) as __fs_null_event,
+                   max({created}) as __fs_max_c,
+                   arg_max(file_index::bigint * {1 << ROW_BITS} + file_row_number, {order})
+                       filter (where {e} is not null) as __fs_pos,
+                   max({order}) as __fs_key
+            from {source}
+            where {filters}
+            group by all
+        )
+        select {', '.join(keys)}, __fs_n, __fs_null_event, __fs_max_c,
+               (__fs_pos >> {ROW_BITS})::integer as f, __fs_pos & {(1 << ROW_BITS) - 1} as r,
+               (__fs_key >> 64)::bigint as {E}, ((__fs_key & {(1 << 64) - 1}) - {1 << 63})::bigint as {C}
+        from agg
+    """
+    try:
+        if not files:
+            raise FeatureStoreError("no Parquet files")
+        con.execute(sql)
+        rows, null_events, entities, max_e, max_c = con.execute(
+            f"select coalesce(sum(__fs_n), 0), coalesce(sum(__fs_null_event), 0), count(*), max({E}), "
+            f"max(__fs_max_c) from {WINNERS}").fetchone()
+        null_keys = con.execute(f"select count(*) from {WINNERS} where " +
+                                " or ".join(f"{k} is null" for k in keys)).fetchone()[0]
+        for column in ("__fs_n", "__fs_null_event", "__fs_max_c"):
+            con.execute(f"alter table {WINNERS} drop column {column}")
+        con.execute(f"delete from {WINNERS} where f is null")  # entities whose only rows had no event time
+    except (duckdb.Error, FeatureStoreError) as exc:
+        raise FeatureStoreError(f"{view.name}: cannot read the offline data at {lake.uri(view.offline.path or '')}: "
+                                f"{exc}") from None
+    if null_events:
+        raise FeatureStoreError(f"{view.name}: {null_events} row(s) have a null event timestamp "
+                                f"({view.event_timestamp}); nothing was written (fix the model; its "
+                                "feature_view_grain test catches this)")
+    if null_keys:
+        raise FeatureStoreError(f"{view.name}: rows with a null join key ({', '.join(view.join_keys)}); nothing was "
+                                "written (fix the model; its feature_view_grain test catches this)")
+    mark = Watermark(int(max_e), int(max_c)) if entities else None
+    return LatestRows(lake, view, files, con, int(rows), int(entities), mark)
