@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from .config import ProjectPaths
 from .errors import Problem, ValidationError
 from .manifest import Manifest, load_manifest, load_run_results
+from .offline.lance import mirror_views
 from .offline.parquet import check_view
 from .registry import Change, RegistryStore, apply_definitions, diff_documents
 from .validate import Definitions, build_definitions
@@ -80,7 +81,13 @@ def plan(paths: ProjectPaths) -> Outcome:
 
 def publish(paths: ProjectPaths) -> Outcome:
     prepared = prepare(paths)
-    store = RegistryStore(paths.lake())
+    lake = paths.lake()
+    # embedding views also get a Lance copy for reads by key, recorded with their state
+    copies, warnings = mirror_views(lake, prepared.definitions.feature_views)
+    for name, state in copies.items():
+        prepared.context["offline"].setdefault(name, {})["lance"] = state
+    prepared.warnings.extend(warnings)
+    store = RegistryStore(lake)
     seen: dict[str, dict | None] = {}
 
     def mutate(current: dict | None) -> dict:

@@ -1,23 +1,23 @@
 """Reading and publishing the registry document with compare-and-swap.
 
-``update`` re-reads, re-applies and retries on conflict, so concurrent publishers never
-lose each other's changes, and readers only ever see a complete document.
-Locally the swap is an exclusive lock plus an atomic rename.
+``update`` re-reads, re-applies and retries on conflict, so concurrent publishers (and
+materialization jobs writing watermarks) never lose each other's changes, and readers
+only ever see a complete document. The swap is the lake's own precondition: an exclusive
+lock plus atomic rename locally, ``If-Match``/``If-None-Match`` on S3, generation
+preconditions on GCS (``sync.storage``). The token is a content hash locally, the ETag on
+S3 and the generation on GCS.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
 import json
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from ..storage.cas import Conflict
 
 REGISTRY_FILE = "registry.json"
 HISTORY_DIR = "registry-history"
@@ -25,10 +25,6 @@ HISTORY_DIR = "registry-history"
 
 class RegistryConflict(FeatureStoreError):
     """The registry changed between our read and our write."""
-
-
-def _token(data: bytes | None) -> str | None:
-    return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
 def encode(doc: dict) -> bytes:
@@ -44,67 +40,60 @@ class RegistryStore:
     def uri(self) -> str:
         return self.lake.uri(self.name)
 
-    def _read_raw(self) -> bytes | None:
+    def _decode(self, raw: bytes) -> dict:
         try:
-            return self.lake.read_bytes(self.name)
-        except FileNotFoundError:
-            return None
+            return json.loads(raw)
+        except ValueError as exc:
+            raise FeatureStoreError(f"the registry at {self.uri} is not valid JSON: {exc}") from exc
 
     def read(self) -> tuple[dict | None, str | None]:
         """The published document (None if nothing is published) and its swap token."""
-        raw = self._read_raw()
-        if raw is None:
+        current = self.lake.objects.get(self.name)
+        if current is None:
             return None, None
+        return self._decode(current.data), current.token
+
+    def write(self, doc: dict, expected: str | None) -> str:
+        """Publish ``doc`` if the registry is still at ``expected``; else RegistryConflict.
+
+        Returns the new token.
+        """
         try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise FeatureStoreError(f"the registry at {self.uri} is not valid JSON: {exc}") from exc
-        return doc, _token(raw)
-
-    @contextlib.contextmanager
-    def _local_lock(self):
-        lock = Path(self.lake.path(self.name + ".lock"))
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def write(self, doc: dict, expected: str | None) -> None:
-        """Publish ``doc`` if the registry is still at ``expected``; else RegistryConflict."""
-        data = encode(doc)
-        if not self.lake.is_local:
-            # Object-store compare-and-swap (S3 If-Match, GCS generation) lands with the
-            # object-storage issue; until then remote registries have a single writer.
-            if _token(self._read_raw()) != expected:
-                raise RegistryConflict(f"the registry at {self.uri} changed while publishing")
-            self.lake.write_bytes_atomic(self.name, data)
-            return
-        with self._local_lock():
-            if _token(self._read_raw()) != expected:
-                raise RegistryConflict(f"the registry at {self.uri} changed while publishing")
-            self.lake.write_bytes_atomic(self.name, data)
+            return self.lake.objects.put(self.name, encode(doc), expected)
+        except Conflict:
+            raise RegistryConflict(f"the registry at {self.uri} changed while publishing") from None
 
     def update(self, mutate: Callable[[dict | None], dict], attempts: int = 10) -> dict:
         """Read, apply ``mutate``, swap; on conflict re-read and re-apply, with backoff."""
         delay = 0.02
+        attempted: bytes | None = None
         for attempt in range(attempts):
-            current, token = self.read()
-            new = mutate(current)
+            current = self.lake.objects.get(self.name)
+            if attempted is not None and current is not None and current.data == attempted:
+                # Our last write landed even though it reported a conflict (a client retry
+                # of a request whose first try succeeded): applying again would double it.
+                new = self._decode(attempted)
+                break
+            new = mutate(self._decode(current.data) if current else None)
+            data = encode(new)
             try:
-                self.write(new, token)
-            except RegistryConflict:
+                self.lake.objects.put(self.name, data, current.token if current else None)
+            except Conflict:
                 if attempt == attempts - 1:
-                    raise
+                    raise RegistryConflict(f"the registry at {self.uri} kept changing: gave up after "
+                                           f"{attempts} attempts") from None
+                attempted = data
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 1.0)
                 continue
-            self._archive(new)
-            return new
-        raise AssertionError("unreachable")
+            break
+        self._archive(new)
+        return new
 
     def _archive(self, doc: dict) -> None:
-        """Keep every published document, by serial, for audit and rollback."""
-        self.lake.write_bytes_atomic(f"{HISTORY_DIR}/{int(doc['serial']):08d}.json", encode(doc))
+        """Keep every published document, by serial, for audit and rollback.
+
+        Written only after the swap succeeded, under the serial that swap made unique, and
+        create-only: the archive never overwrites history and never takes part in the swap.
+        """
+        self.lake.objects.create(f"{HISTORY_DIR}/{int(doc['serial']):08d}.json", encode(doc))
