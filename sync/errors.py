@@ -9,6 +9,10 @@ class FeatureStoreError(Exception):
     """A failure with a message meant for the user."""
 
 
+class UnknownNameError(FeatureStoreError):
+    """A feature view, feature or feature service that the registry does not have."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One invalid piece of metadata: where it is, what is wrong, how to fix it."""

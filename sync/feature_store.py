@@ -13,7 +13,7 @@ from .definitions import (
     Entity, Feature, FeatureRef, FeatureService, FeatureView,
     entity_from_dict, feature_service_from_dict, feature_view_from_dict,
 )
-from .errors import FeatureStoreError
+from .errors import FeatureStoreError, UnknownNameError
 from .lake import Lake
 from .registry.store import REGISTRY_FILE, RegistryStore
 
@@ -27,7 +27,7 @@ class FeatureStore:
     """
 
     def __init__(self, project_dir: str | Path | None = None, *, lake: str | None = None,
-                 registry: str | None = None) -> None:
+                 registry: str | None = None, online: str | None = None) -> None:
         if registry:
             root, _, name = registry.rstrip("/").rpartition("/") if registry.endswith(".json") else (registry, "", REGISTRY_FILE)
             self.lake = Lake(root)
@@ -39,6 +39,9 @@ class FeatureStore:
             self._store = RegistryStore(self.lake)
             self.project_dir = paths.project_dir
         self._doc: dict | None = None
+        self._online = None
+        self._online_url = online
+        self._plans: dict = {}
 
     def __repr__(self) -> str:
         return f"FeatureStore(registry={self._store.uri!r})"
@@ -88,6 +91,49 @@ class FeatureStore:
         finally:
             con.close()
 
+    # -- serving ----------------------------------------------------------------------------
+    def online_store(self):
+        """The configured online store ($FEATURE_STORE_ONLINE, else the embedded SQLite file)."""
+        if self._online is None:
+            from .online import open_online_store, resolve
+
+            config = resolve(self._online_url, self.lake.root, self.project_dir or Path.cwd())
+            self._online = open_online_store(config, self.registry.get("project", ""))
+        return self._online
+
+    def get_online_features(self, entity_rows: Any, features: list[str] | None = None, *,
+                            feature_service: str | None = None, full_feature_names: bool = False):
+        """The current feature values of each entity row, from the online store.
+
+        ``entity_rows``: a list of dicts (``[{"customer_id": 1}, ...]``), a dict of lists or a
+        table. Every requested view is read in one round trip. The result is columnar:
+        ``.to_dict()`` (feature -> values; ``include_status=True`` / ``include_event_timestamps=True``
+        add per-value PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE / NULL_VALUE and event times),
+        ``.to_arrow()``, ``.to_pandas()``; vectors come back as float32 numpy arrays.
+        """
+        from .serving.online_features import get_online_features
+
+        return get_online_features(self.online_store(), self.online_plan(features, feature_service, full_feature_names),
+                                   entity_rows)
+
+    def online_plan(self, features: list[str] | None, feature_service: str | None, full_feature_names: bool):
+        """The (cached) plan for a feature list or service under the current registry."""
+        from .serving.online_features import make_plan
+
+        key = (tuple(features) if features is not None else None, feature_service, full_feature_names, self.serial)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = make_plan(self.registry, self.resolve_features(features, feature_service), full_feature_names)
+            if len(self._plans) > 256:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def close(self) -> None:
+        if self._online is not None:
+            self._online.close()
+            self._online = None
+
     def _attach_project(self, con) -> None:
         """Make the dbt models queryable by name for SQL or model-name entity_dfs."""
         if self.project_dir is None:
@@ -117,7 +163,7 @@ class FeatureStore:
             return feature_view_from_dict(self.registry["feature_views"][name])
         except KeyError:
             known = ", ".join(sorted(self.registry["feature_views"])) or "none"
-            raise FeatureStoreError(f"unknown feature view {name!r} (known: {known})") from None
+            raise UnknownNameError(f"unknown feature view {name!r} (known: {known})") from None
 
     def feature_view_version(self, name: str) -> int:
         self.get_feature_view(name)
@@ -139,7 +185,7 @@ class FeatureStore:
             return feature_service_from_dict(self.registry["feature_services"][name])
         except KeyError:
             known = ", ".join(sorted(self.registry["feature_services"])) or "none"
-            raise FeatureStoreError(f"unknown feature service {name!r} (known: {known})") from None
+            raise UnknownNameError(f"unknown feature service {name!r} (known: {known})") from None
 
     def resolve_features(self, features: list[str] | None = None,
                          feature_service: str | None = None) -> list[FeatureRef]:
@@ -158,7 +204,7 @@ class FeatureStore:
             names = view.feature_names if ref.feature == "*" else (ref.feature,)
             for name in names:
                 if name not in view.feature_names:
-                    raise FeatureStoreError(
+                    raise UnknownNameError(
                         f"feature view {view.name!r} has no feature {name!r} (features: {', '.join(view.feature_names)})")
                 if FeatureRef(view.name, name) not in refs:
                     refs.append(FeatureRef(view.name, name))
