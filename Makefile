@@ -33,6 +33,11 @@ sync: install
 show: install
 	$(BIN)/python -m sync show
 	$(BIN)/python -m sync sql "select customer_id, event_timestamp, amount_sum_7d, txn_count_30d from customer_spend order by event_timestamp desc, customer_id limit 5"
+	$(BIN)/python -m sync lookup customer_id=1   # one customer's online values, as serving reads them
+	# point-in-time (historical) lookup: features as known at each transaction, from Python ...
+	$(BIN)/python -m sync historical "select transaction_id, customer_id, merchant_id, transaction_ts, is_fraud from stg_transactions order by transaction_ts desc limit 5" --timestamp-column transaction_ts -s fraud_detection_v1 --limit 5
+	# ... and the same semantics in SQL: the training set dbt built with the point_in_time_join macro
+	$(BIN)/python -m sync sql "select transaction_id, transaction_ts, is_fraud, amount_sum_7d, risk_score, pair_txn_count_30d from fraud_training_set order by transaction_ts desc limit 5"
 
 demo: sample-data build sync show
 

@@ -75,10 +75,11 @@ def cli(ctx: click.Context) -> None:
     """Feature store sync: reads dbt's manifest, validates the feature metadata and
     publishes the registry to the lake.
 
-    Without a command, runs `publish`.
+    Without a command, runs `publish` then `materialize` (incrementally).
     """
     if ctx.invoked_subcommand is None:
         ctx.invoke(publish_cmd)
+        ctx.invoke(materialize_cmd)
 
 
 @cli.command("publish")
@@ -95,6 +96,46 @@ def publish_cmd(project_dir: str = ".", manifest: str | None = None, lake: str |
               f"{sum(len(v['features']) for v in doc['feature_views'].values())} features, "
               f"{len(doc['feature_services'])} feature services "
               f"({time.perf_counter() - started:.2f}s)")
+
+
+def _view_names(values: tuple[str, ...]) -> list[str]:
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+@cli.command("materialize")
+@paths_options
+@click.option("--full-refresh", is_flag=True, help="Rebuild from all offline rows, ignoring the watermarks.")
+@click.option("--views", "views", multiple=True, metavar="NAME[,NAME...]",
+              help="Only these feature views (repeat or comma-separate) [default: every online view].")
+@click.option("--online", default=None, metavar="URL",
+              help="Online store URL [default: $FEATURE_STORE_ONLINE, else SQLite at <lake>/online.db].")
+def materialize_cmd(project_dir: str = ".", manifest: str | None = None, lake: str | None = None,
+                    full_refresh: bool = False, views: tuple[str, ...] = (), online: str | None = None) -> None:
+    """Push the latest offline row of every entity into the online store (incremental by default)."""
+    from .materialize import materialize
+
+    outcome = materialize(_paths(project_dir, manifest, lake), online=online, full_refresh=full_refresh,
+                          views=_view_names(views) or None, progress=progress)
+    out.print(outcome.summary(), markup=False)
+
+
+@cli.command("lookup")
+@paths_options
+@click.argument("keys", nargs=-1, required=True, metavar="JOIN_KEY=VALUE...")
+@click.option("--views", "views", multiple=True, metavar="NAME[,NAME...]",
+              help="Only these feature views [default: every online view keyed by exactly these join keys].")
+@click.option("--online", default=None, metavar="URL",
+              help="Online store URL [default: $FEATURE_STORE_ONLINE, else SQLite at <lake>/online.db].")
+@click.option("--as-of", "as_of", default=None, metavar="TIMESTAMP",
+              help="Check TTLs as of this instant (ISO 8601) instead of now; values are the latest either way.")
+def lookup_cmd(keys: tuple[str, ...], project_dir: str = ".", manifest: str | None = None, lake: str | None = None,
+               views: tuple[str, ...] = (), online: str | None = None, as_of: str | None = None) -> None:
+    """Read one entity's online feature values, as serving would (e.g. customer_id=42)."""
+    from .online.lookup import lookup, render
+
+    paths = _paths(project_dir, manifest, lake)
+    rows = lookup(paths, keys, views=_view_names(views) or None, online=online, as_of=as_of)
+    render(rows, out)
 
 
 @cli.command("plan")
@@ -134,7 +175,9 @@ def show_cmd(project_dir: str, manifest: str | None, lake: str | None, as_json: 
 @click.option("--transactions", type=click.IntRange(min=1000), default=200_000, show_default=True,
               help="Number of card transactions; customers and merchants scale with it.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same data).")
-def sample_data_cmd(lake: str | None, transactions: int, seed: int) -> None:
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="Last day of data, exclusive (UTC) [default: today, so TTL'd features are fresh online].")
+def sample_data_cmd(lake: str | None, transactions: int, seed: int, end) -> None:
     """Generate the card-payments sample data as Parquet under <lake>/raw/."""
     from .sample_data import generate
 
@@ -143,7 +186,10 @@ def sample_data_cmd(lake: str | None, transactions: int, seed: int) -> None:
     target.makedirs("features")  # dbt-duckdb writes feature views here and needs it to exist
     started = time.perf_counter()
     with progress("generating transactions", 1) as advance:
-        counts = generate(target, transactions, seed, progress=advance)
+        from datetime import datetime, timezone
+
+        stop = (end or datetime.now(timezone.utc)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=timezone.utc)
+        counts = generate(target, transactions, seed, progress=advance, end=stop)
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     out.print(f"Wrote {summary} to {target.uri('raw')} ({time.perf_counter() - started:.1f}s)")
 
@@ -161,6 +207,7 @@ def sql_cmd(query: str, database: str | None) -> None:
         raise FeatureStoreError(f"no DuckDB database at {path}: run `dbt build` first")
     try:
         with duckdb.connect(path, read_only=True) as con:
+            ProjectPaths.resolve().lake().register_duckdb(con)  # the views may read s3:// or gs:// Parquet
             result = con.sql(query)
             if result is None:
                 return
@@ -172,6 +219,71 @@ def sql_cmd(query: str, database: str | None) -> None:
     except duckdb.Error as exc:
         raise FeatureStoreError(f"query failed: {exc}") from exc
     out.print(table)
+
+
+@cli.command("historical")
+@click.argument("entities")
+@click.option("--features", "-f", multiple=True, help="view:feature (repeatable; view:* for all of a view's).")
+@click.option("--feature-service", "-s", default=None, help="A feature service instead of --features.")
+@click.option("--timestamp-column", default="event_timestamp", show_default=True,
+              help="The entity rows' timestamp column.")
+@click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Rows to print.")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project directory.")
+@click.option("--lake", default=None, help="Lake root URI [default: $FEATURE_STORE_LAKE or <project-dir>/lake].")
+def historical_cmd(entities: str, features: tuple[str, ...], feature_service: str | None, timestamp_column: str,
+                   full_feature_names: bool, limit: int, project_dir: str, lake: str | None) -> None:
+    """Point-in-time features for ENTITIES: a SQL query or a dbt model name (with join keys
+    and a timestamp column), as get_historical_features returns them."""
+    store = FeatureStore(project_dir, lake=lake)
+    table = store.get_historical_features(entities, list(features) or None, feature_service=feature_service,
+                                          timestamp_column=timestamp_column, full_feature_names=full_feature_names)
+    shown = Table(show_edge=False, pad_edge=False)
+    for col in table.column_names:
+        shown.add_column(col)
+    for row in table.slice(0, limit).to_pylist():
+        shown.add_row(*("" if v is None else str(v) for v in row.values()))
+    out.print(shown)
+    out.print(f"{table.num_rows:,} row(s), {len(table.column_names)} column(s)")
+
+
+@cli.command("serve")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project directory.")
+@click.option("--lake", default=None, help="Lake root URI [default: $FEATURE_STORE_LAKE or <project-dir>/lake].")
+@click.option("--registry", default=None, help="Serve a registry URI instead of the project's.")
+@click.option("--online", default=None, help="Online store URL [default: $FEATURE_STORE_ONLINE or embedded SQLite].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True, help="Port to listen on.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--token-env", default="FEATURE_STORE_TOKEN", show_default=True,
+              help="Environment variable holding the bearer token; unset or empty: no authentication.")
+@click.option("--max-entities", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Most entity rows one request may ask for (larger: 413).")
+@click.option("--refresh-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="How often the registry is re-read in the background.")
+def serve_cmd(project_dir: str, lake: str | None, registry: str | None, online: str | None, host: str, port: int,
+              workers: int, token_env: str, max_entities: int, refresh_seconds: float) -> None:
+    """Serve online features over HTTP (POST /get-online-features, shaped like Feast's)."""
+    import uvicorn
+
+    from .serving.http import create_app
+
+    # every worker builds its app from these (uvicorn needs an import string for several)
+    os.environ.update({
+        "FEATURE_STORE_PROJECT_DIR": str(project_dir), "FEATURE_STORE_MAX_ENTITIES": str(max_entities),
+        "FEATURE_STORE_REFRESH_SECONDS": str(refresh_seconds), "FEATURE_STORE_TOKEN": os.environ.get(token_env, ""),
+    })
+    for name, value in (("FEATURE_STORE_LAKE", lake), ("FEATURE_STORE_REGISTRY", registry), ("FEATURE_STORE_ONLINE", online)):
+        if value:
+            os.environ[name] = value
+    if workers == 1:
+        app = create_app()  # fails here, with a clear message, if there is no registry or store
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    else:
+        uvicorn.run("sync.serving.http:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:

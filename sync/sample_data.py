@@ -35,6 +35,7 @@ CHANNELS = np.array(["pos", "online", "contactless", "atm"])
 class SampleSize:
     transactions: int
     days: int = 180
+    end: datetime = END
 
     @property
     def customers(self) -> int:
@@ -46,7 +47,7 @@ class SampleSize:
 
     @property
     def start(self) -> datetime:
-        return END - timedelta(days=self.days)
+        return self.end - timedelta(days=self.days)
 
 
 def _ts(start: datetime, seconds: np.ndarray) -> pa.Array:
@@ -157,9 +158,14 @@ def _embeddings(rng: np.random.Generator, size: SampleSize, categories: np.ndarr
     )
 
 
-def generate(lake: Lake, transactions: int = 200_000, seed: int = 7, progress=None) -> dict[str, int]:
-    """Write the raw sample tables under ``<lake>/raw``; returns row counts per table."""
-    size = SampleSize(transactions)
+def generate(lake: Lake, transactions: int = 200_000, seed: int = 7, progress=None,
+             end: datetime = END) -> dict[str, int]:
+    """Write the raw sample tables under ``<lake>/raw``; returns row counts per table.
+
+    The data covers the 180 days before ``end``; the same (transactions, seed, end) always
+    gives the same bytes.
+    """
+    size = SampleSize(transactions, end=end)
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
 

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixture plugins (append, don't overwrite: other suites register theirs here too).
+pytest_plugins = ["tests.redis_server", "tests.object_storage"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["dbt_project.yml", "profiles.yml", "models", "features", "macros", "tests/dbt"]
 BIN = Path(sys.executable).parent
@@ -86,7 +89,7 @@ def copy_project(dest: Path) -> Project:
 def built_project(tmp_path_factory) -> Project:
     """The project with sample data, `dbt build` done and the registry published. Read-only."""
     project = copy_project(tmp_path_factory.mktemp("built") / "project")
-    gen = project.sync("sample-data", "--transactions", str(SAMPLE_TRANSACTIONS))
+    gen = project.sync("sample-data", "--transactions", str(SAMPLE_TRANSACTIONS), "--end", "2026-11-01")
     assert gen.returncode == 0, gen.stderr
     project.build_output = project.dbt("build").stdout  # type: ignore[attr-defined]
     published = project.sync()

@@ -223,7 +223,7 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
     con = con or connect()
     if not lake.is_local:
         # DuckDB 2.0 reads object storage through the lake's fsspec filesystem
-        con.register_filesystem(lake.fs)
+        lake.register_duckdb(con)
     table = to_arrow(entity_df, con)
     reserved = [c for c in table.column_names if c.startswith(_RESERVED)]
     if reserved:
