@@ -72,7 +72,12 @@ class OnlineStore(ABC):
     key_prefix: str = ""
 
     def key_codec(self, view: OnlineView) -> KeyCodec:
-        return KeyCodec.for_entities(self.key_prefix, self.project, view.entities, view.join_keys, view.key_types)
+        cache = self.__dict__.setdefault("_key_codecs", {})
+        memo = (view.entities, view.join_keys, view.key_types)
+        if memo not in cache:
+            cache[memo] = KeyCodec.for_entities(self.key_prefix, self.project, view.entities, view.join_keys,
+                                                view.key_types)
+        return cache[memo]
 
     @abstractmethod
     def instance_id(self) -> str:
@@ -106,7 +111,14 @@ class OnlineStore(ABC):
 
         ``now`` (epoch seconds; default the clock) is the instant the TTL is checked against.
         """
-        keys = [self.key_codec(r.view).encode_rows(r.keys, r.view.name) for r in requests]
+        # views of the same entities asked for the same key list share one encoding
+        encoded: dict[tuple, list[bytes]] = {}
+        keys = []
+        for r in requests:
+            memo = (r.view.entities, r.view.join_keys, r.view.key_types, id(r.keys))
+            if memo not in encoded:
+                encoded[memo] = self.key_codec(r.view).encode_rows(r.keys, r.view.name)
+            keys.append(encoded[memo])
         raw = self._fetch(requests, keys)
         now_us = int((time.time() if now is None else now) * 1_000_000)
         return [_assemble(r.view, values, now_us) for r, values in zip(requests, raw)]

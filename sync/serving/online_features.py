@@ -173,7 +173,12 @@ def _spread_status(status: np.ndarray, rows: np.ndarray | None, n: int) -> np.nd
 
 def get_online_features(store: OnlineStore, plan: OnlinePlan, entity_rows: Any, now: float | None = None) -> OnlineResponse:
     columns, n = entity_columns(entity_rows)
-    lookups = [(view, *_view_keys(view, columns, n)) for view, _ in plan.views]
+    by_keys: dict[tuple[str, ...], tuple] = {}  # views with the same join keys share one key list
+    lookups = []
+    for view, _ in plan.views:
+        if view.join_keys not in by_keys:
+            by_keys[view.join_keys] = _view_keys(view, columns, n)
+        lookups.append((view, *by_keys[view.join_keys]))
     try:
         answers: list[ViewRows] = store.read([ReadRequest(view, keys) for view, keys, _ in lookups], now=now)
     except FeatureStoreError as exc:
