@@ -13,10 +13,12 @@ help:
 	@echo "make demo   - install, generate sample data, dbt build, publish the registry, show it"
 	@echo "make test   - install and run the test suite"
 
-$(BIN)/.installed: pyproject.toml
+# constraints.txt pins the versions the suite last passed with: a fresh resolve of this
+# many packages can otherwise backtrack into releases that no longer build
+$(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $@
 
 install: $(BIN)/.installed
