@@ -249,7 +249,8 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
         raise FeatureStoreError(f"point-in-time join failed: {exc}") from exc
     finally:
         con.unregister("__fs_entities")
-    result = _in_input_order(result, table.num_rows)
+    # DuckDB hands back ~2k-row batches; one chunk per column makes the take and masks cheap
+    result = _in_input_order(result.combine_chunks(), table.num_rows)
     features = _apply_ttl(result, requests, ts)
     names = [o for r in requests for o in r.output_names]
     return pa.table([table[c] for c in table.column_names] + features, names=table.column_names + names)
