@@ -280,10 +280,10 @@ def serve_cmd(project_dir: str, lake: str | None, registry: str | None, online: 
             os.environ[name] = value
     if workers == 1:
         app = create_app()  # fails here, with a clear message, if there is no registry or store
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     else:
         uvicorn.run("sync.serving.http:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+                    log_level="warning", access_log=False)
 
 
 def main(argv: list[str] | None = None) -> int:

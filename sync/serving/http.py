@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
+import pyarrow.compute as pc
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -26,9 +28,10 @@ from pydantic import BaseModel, Field
 
 from ..errors import FeatureStoreError, UnknownNameError
 from ..feature_store import FeatureStore
-from .online_features import EntityRowsError
+from .online_features import STATUS_NAMES, EntityRowsError
 
 log = logging.getLogger("sync.serve")
+STATUS_TEXT = np.array(STATUS_NAMES, dtype=object)
 EPOCH = "1970-01-01T00:00:00Z"
 
 
@@ -171,7 +174,8 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
 
     @app.post("/get-online-features", response_model=GetOnlineFeaturesResponse, responses=errors,
               dependencies=[Depends(authorised)])
-    def get_online_features(body: GetOnlineFeaturesRequest) -> Response:
+    async def get_online_features(body: GetOnlineFeaturesRequest) -> Response:
+        # async: a lookup is one sub-millisecond round trip, cheaper inline than a thread hop
         started = time.perf_counter()
         n = max((len(v) for v in body.entities.values()), default=0)
         metrics.entities.observe(n)
@@ -190,10 +194,16 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
         names = list(result.entities) + list(result.features)
         vectors = [{"values": values, "statuses": ["PRESENT"] * len(values), "event_timestamps": [EPOCH] * len(values)}
                    for values in result.entities.values()]
+        # features of one view share their status and event-time arrays: format each once
+        formatted: dict[int, list] = {}
         for name in result.features:
-            vectors.append({"values": result.values(name),
-                            "statuses": result.statuses(name),
-                            "event_timestamps": result.event_timestamps(name)})
+            status, stamps = result.status_codes(name), result.event_timestamp_array(name)
+            if id(status) not in formatted:
+                formatted[id(status)] = STATUS_TEXT[status].tolist()
+            if id(stamps) not in formatted:
+                formatted[id(stamps)] = pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+            vectors.append({"values": result.values(name), "statuses": formatted[id(status)],
+                            "event_timestamps": formatted[id(stamps)]})
         metrics.requests.labels("/get-online-features", "200").inc()
         metrics.latency.observe(time.perf_counter() - started)
         return _json({"metadata": {"feature_names": names}, "results": vectors})

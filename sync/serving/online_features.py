@@ -117,6 +117,13 @@ class OnlineResponse:
             return [rows[i] if valid[i] else None for i in range(len(col))]
         return [None if v is None else np.asarray(v, dtype=np.float32) for v in col.to_pylist()]
 
+    def status_codes(self, name: str) -> np.ndarray:
+        """Per-value status codes (indexes into STATUS_NAMES); shared by a view's features."""
+        return self._statuses[name]
+
+    def event_timestamp_array(self, name: str) -> pa.Array:
+        return self._event_timestamps[name]
+
     def statuses(self, name: str) -> list[str]:
         return [STATUS_NAMES[s] for s in self._statuses[name]]
 
