@@ -187,3 +187,17 @@ def test_no_secret_is_written_or_printed(in_lake_env):
         texts.append(str(con.execute("select sql from duckdb_views() where not internal").fetchall()))
     for secret in secrets:
         assert not any(secret in t for t in texts)
+
+
+def test_the_default_run_publishes_and_materializes_from_the_remote_lake(in_lake_env):
+    """Bare `python -m sync` (publish, then materialize) with the lake on object storage:
+    the offline rows are read through the lake's filesystem, the embedded online store
+    lives beside the project (it cannot live in a bucket)."""
+    project = in_lake_env
+    proc = project.sync()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Materialized 4 feature view(s)" in proc.stdout
+    assert (project.dir / "online.db").exists()
+    looked_up = project.sync("lookup", "merchant_id=1")
+    assert looked_up.returncode == 0, looked_up.stderr
+    assert "merchant_risk" in looked_up.stdout
