@@ -88,17 +88,23 @@ def test_concurrent_writers_in_random_order_end_with_the_newest(url, fresh):
     batches = [(v, list(range(n))) for v in range(versions)]
     random.Random(3).shuffle(batches)
 
+    failures: list[BaseException] = []
+
     def worker(mine):
-        with open_online_store(url, "proj") as store:
-            for v, ids in mine:
-                random.Random(v).shuffle(ids)
-                write(store, view, ids, [T0 + v] * n, {"amount": [float(v * 1000 + i) for i in ids]}, fresh=fresh)
+        try:
+            with open_online_store(url, "proj") as store:
+                for v, ids in mine:
+                    random.Random(v).shuffle(ids)
+                    write(store, view, ids, [T0 + v] * n, {"amount": [float(v * 1000 + i) for i in ids]}, fresh=fresh)
+        except BaseException as exc:  # a thread's exception would otherwise vanish
+            failures.append(exc)
 
     threads = [threading.Thread(target=worker, args=(batches[i::3],)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert not failures, failures
     with open_online_store(url, "proj") as store:
         rows = read(store, view, list(range(n)))
     assert rows.columns["amount"].to_pylist() == [float((versions - 1) * 1000 + i) for i in range(n)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -58,11 +59,23 @@ class SqliteOnlineStore(OnlineStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode; transactions are explicit. A writer waits for another's lock.
             self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("pragma journal_mode = wal")
-            self._db.execute("pragma synchronous = normal")
-            self._db.executescript(SCHEMA)
+            self._setup()
         except (sqlite3.Error, OSError) as exc:
             raise FeatureStoreError(f"cannot open the online store {self.display}: {exc}") from None
+
+    def _setup(self, attempts: int = 100) -> None:
+        """WAL mode and the schema. Switching a new file to WAL takes an exclusive lock that
+        SQLite does not always wait for, so stores opened at once retry briefly."""
+        for attempt in range(attempts):
+            try:
+                self._db.execute("pragma journal_mode = wal")
+                self._db.execute("pragma synchronous = normal")
+                self._db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(0.01 * (1 + attempt % 10))
 
     def _field(self, field: str) -> str:
         return f"{self.project}:{field}"
