@@ -40,7 +40,18 @@ QUEUED = 64  # encoded script calls waiting for the sender thread
 # All reads come first, so an error on a foreign key (WRONGTYPE) happens before any write;
 # the index lists each key once, when the field first appears on it, so a purge finds
 # every key without scanning the keyspace.
-WRITE_SCRIPT = """
+# The newer-wins rule, written once for both scripts: a later event time wins; at equal
+# event times, a created time not older than the stored one (so a re-run rewrites).
+WINS_LUA = """
+local function wins(current, value)
+  if #current < 21 then return true end
+  local ce, cc = struct.unpack('<i8<i8', current, 6)
+  local ne, nc = struct.unpack('<i8<i8', value, 6)
+  return ne > ce or (ne == ce and nc >= cc)
+end
+"""
+
+WRITE_SCRIPT = WINS_LUA + """
 local call = redis.call
 local field = ARGV[1]
 call('HSETNX', KEYS[2], field, ARGV[2])
@@ -51,14 +62,8 @@ for i = 3, #KEYS do
   if not current then
     fresh[#fresh + 1] = KEYS[i]
     newer[#newer + 1] = i
-  elseif current ~= value then
-    local wins = true
-    if #current >= 21 then
-      local ce, cc = struct.unpack('<i8<i8', current, 6)
-      local ne, nc = struct.unpack('<i8<i8', value, 6)
-      wins = ne > ce or (ne == ce and nc >= cc)
-    end
-    if wins then newer[#newer + 1] = i end
+  elseif current ~= value and wins(current, value) then
+    newer[#newer + 1] = i
   end
 end
 if #fresh > 0 then
@@ -74,7 +79,7 @@ return #newer
 # load): HSETNX writes a new field in one call instead of HGET + HSET. The index takes
 # every key up front; a key that had the field after all (a concurrent first load) is
 # then listed twice, which a purge tolerates.
-FRESH_SCRIPT = """
+FRESH_SCRIPT = WINS_LUA + """
 local call = redis.call
 local field = ARGV[1]
 call('HSETNX', KEYS[2], field, ARGV[2])
@@ -86,17 +91,9 @@ for i = 3, #KEYS do
     written = written + 1
   else
     local current = call('HGET', key, field)
-    if current ~= value then
-      local wins = true
-      if #current >= 21 then
-        local ce, cc = struct.unpack('<i8<i8', current, 6)
-        local ne, nc = struct.unpack('<i8<i8', value, 6)
-        wins = ne > ce or (ne == ce and nc >= cc)
-      end
-      if wins then
-        call('HSET', key, field, value)
-        written = written + 1
-      end
+    if current ~= value and wins(current, value) then
+      call('HSET', key, field, value)
+      written = written + 1
     end
   end
 end
