@@ -17,7 +17,6 @@ import contextlib
 import functools
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -26,6 +25,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from .storage.cas import VersionedObjects
+from .storage.local import atomic_file
 from .storage.errors import BucketNotFound, storage_error, translated
 from .storage.options import GCS, LOCAL, S3, fsspec_options, lance_options, redact_uri, scheme_of, split_bucket
 
@@ -142,17 +142,8 @@ class Lake:
                 with self._writing(rel):
                     self.fs.put_file(staged.name, target)
             return
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        tmp = f"{target}.tmp-{uuid.uuid4().hex}"
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with atomic_file(Path(target)) as f:
+            yield f
 
     def write_bytes_atomic(self, rel: str, data: bytes) -> None:
         if not self.is_local:

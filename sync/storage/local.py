@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from .cas import Conflict, Versioned
 
@@ -17,19 +18,26 @@ def sha256_token(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """Write ``target`` via a temporary sibling and a rename: old or new, never a mix."""
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[IO[bytes]]:
+    """Open ``target`` for writing via a temporary sibling renamed into place when the block
+    succeeds: readers see the old file or the new one, never a mix."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    with atomic_file(target) as f:
+        f.write(data)
 
 
 class LocalObjects:
