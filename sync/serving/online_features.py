@@ -147,7 +147,7 @@ class OnlineResponse:
         return self.to_arrow().to_pandas()
 
 
-def _view_keys(view: OnlineView, columns: dict[str, list], n: int) -> tuple[list[tuple], np.ndarray | None]:
+def _view_keys(view: OnlineView, columns: dict[str, list]) -> tuple[list[tuple], np.ndarray | None]:
     """The key tuples to look up, and which rows they are (None: every row)."""
     missing = [k for k in view.join_keys if k not in columns]
     if missing:
@@ -184,7 +184,7 @@ def get_online_features(store: OnlineStore, plan: OnlinePlan, entity_rows: Any, 
     lookups = []
     for view, _ in plan.views:
         if view.join_keys not in by_keys:
-            by_keys[view.join_keys] = _view_keys(view, columns, n)
+            by_keys[view.join_keys] = _view_keys(view, columns)
         lookups.append((view, *by_keys[view.join_keys]))
     try:
         answers: list[ViewRows] = store.read([ReadRequest(view, keys) for view, keys, _ in lookups], now=now)
