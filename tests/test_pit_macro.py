@@ -58,6 +58,7 @@ class PitProject:
         (self.dir / "packages.yml").write_text(f"packages:\n  - local: {package}\n")
         self.data = root / "data"
         self.data.mkdir()
+        (self.data / "built").mkdir()  # dbt-duckdb writes external files into an existing folder
         self.db = root / "pit.duckdb"
         self.keyfile = root / "key.json"
         _keyfile(self.keyfile)
@@ -147,3 +148,94 @@ def test_macro_reads_ttls_like_python(pit):
     found = re.search(r"TTL_PROBE (\[.*\])", proc.stdout)
     assert found, proc.stdout
     assert json.loads(found.group(1)) == [parse_ttl(v) for v in values]
+
+
+# -- views written resolved at build time (macros/feature_store/write_feature_view.sql) -----
+BUILT = ("built", "v_created_built.parquet")
+
+
+def _built_view(ttl_minutes: int | None = 3):
+    from sync.definitions import Feature, FeatureView, OfflineLocation
+
+    return FeatureView("v_created_built", ("a",), ("ka",), "ts", (Feature("x", "float64"), Feature("s", "string")), "t@x",
+                       created_timestamp="created", ttl_seconds=ttl_minutes and ttl_minutes * 60,
+                       offline=OfflineLocation("parquet", "/".join(BUILT)))
+
+
+def _effective(created: list[dict]) -> list[dict]:
+    """The oracle's answer to 'which row can ever win' for each (key, event time)."""
+    best: dict = {}
+    for r in created:
+        k = (r["ka"], r["ts"])
+        rank = (0, r["created"]) if r["created"] is not None else (-1, None)
+        if k not in best or rank > best[k][0]:
+            best[k] = (rank, r)
+    return [r for _, r in best.values()]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(created=created_rows, pair=pair_rows, entities=entity_rows)
+def test_built_views_are_resolved_and_join_without_tie_break(pit, created, pair, entities):
+    """`dbt run` writes one row per (key, event time), the latest correction, sorted and marked;
+    the macro and the Python API then skip the tie-break and still equal the oracle."""
+    from sync.definitions import Entity, FeatureRef
+    from sync.lake import Lake
+    from sync.offline.historical import connect, get_historical_features, is_resolved
+
+    project, _ = pit
+    created = unique_by(created, "ka", "ts", "created")
+    pair = unique_by(pair, "ka", "kb", "ts")
+    project.write(created, pair, entities)
+    project.dbt("run", "-s", "v_created_built", "train_built")
+
+    built = pq.read_table(project.data.joinpath(*BUILT))
+    assert json.loads(pq.read_metadata(project.data.joinpath(*BUILT)).metadata[b"feature_store:unique_on"]) == ["ka", "ts"]
+    key = lambda r: (r["ka"], r["ts"], r["created"], r["x"], r["s"])  # noqa: E731
+    rows = [r for r in built.to_pylist() if r["ka"] is not None or created]  # an empty view is one all-null row
+    assert sorted(rows, key=lambda r: repr(key(r))) == sorted(_effective(created), key=lambda r: repr(key(r)))
+    assert [r["ts"] for r in rows] == sorted(r["ts"] for r in rows)
+
+    compiled = (project.dir / "target" / "run" / "pit_test" / "models" / "train_built.sql").read_text()
+    assert "__fs_key" not in compiled, "a resolved view needs no created-time tie-break"
+    spine = [dict(e, rid=i) for i, e in enumerate(entities)]
+    views = oracle_views(created, pair, 3, 1)
+    views[0]["features"] = {"x": "x", "s": "s"}
+    expected = point_in_time(spine, "event_timestamp", views)
+    with duckdb.connect(str(project.db), read_only=True) as con:
+        con.execute("set TimeZone = 'UTC'")
+        assert con.sql("select * from train_built order by rid").to_arrow_table().to_pylist() == expected
+
+    lake, view = Lake(str(project.data)), _built_view()
+    assert is_resolved(connect(), lake, view)
+    got = get_historical_features(lake, {view.name: view}, {"a": Entity("a", ("ka",), "int64")},
+                                  entity_table(entities), [FeatureRef(view.name, "x"), FeatureRef(view.name, "s")])
+    assert got.select(["x", "s"]).to_pylist() == [{"x": r["x"], "s": r["s"]} for r in expected]
+
+
+def test_unmarked_or_mismarked_files_keep_the_tie_break(pit, tmp_path):
+    """The fast form needs proof in every file's footer; the Python check and the macro's agree."""
+    from dataclasses import replace
+
+    from sync.definitions import OfflineLocation
+    from sync.lake import Lake
+    from sync.offline.historical import connect, is_resolved
+
+    project, _ = pit
+    ties = [{"ka": 1, "ts": minutes(1), "created": minutes(c), "x": float(c), "s": None} for c in (2, 5, 3)]
+    table = created_table(ties)
+    folder = tmp_path / "v"
+    folder.mkdir()
+    view = replace(_built_view(), offline=OfflineLocation("parquet", "v"))
+    marker = {b"feature_store:unique_on": json.dumps(["ka", "ts"]).encode()}
+    cases = {
+        "marked": [marker, marker],
+        "one file unmarked": [marker, {}],
+        "marked for another grain": [{b"feature_store:unique_on": b'["ka"]'}, marker],
+    }
+    for case, metas in cases.items():
+        for i, meta in enumerate(metas):
+            pq.write_table(table.replace_schema_metadata(meta), folder / f"part-{i}.parquet")
+        assert is_resolved(connect(), Lake(str(tmp_path)), view) is (case == "marked"), case
+        proc = project.dbt("run-operation", "resolved_probe", "--args",
+                           json.dumps({"files": f"{folder}/**/*.parquet", "grain": ["ka", "ts"]}))
+        assert f"RESOLVED_PROBE {case == 'marked'}" in proc.stdout, (case, proc.stdout)

@@ -83,7 +83,7 @@
         {%- endfor -%}
       {%- endfor -%}
       {%- do requests.append({
-          'view': view, 'relation': relation, 'join_keys': keys,
+          'view': view, 'relation': relation, 'config': node.config, 'join_keys': keys,
           'event_ts': spec.event_timestamp, 'created_ts': spec.get('created_timestamp'),
           'ttl_seconds': feature_store.ttl_seconds(spec.get('ttl')), 'features': feats}) -%}
     {%- endif -%}
@@ -118,10 +118,16 @@
 {%- endmacro %}
 
 
-{#- DuckDB: one ASOF join per view. With a created timestamp the ASOF key is
-    (event µs, created µs) packed into a HUGEINT, so ties resolve inside the join. -#}
+{#- DuckDB: one ASOF join per view. Views written resolved (write_feature_view.sql: one
+    row per join keys and event time, marked in every file's footer) join on the event time
+    alone; any other view with a created timestamp joins on (event µs, created µs) packed
+    into a HUGEINT, so ties resolve inside the join. -#}
 {% macro duckdb__point_in_time_join(spine, requests, timestamp) -%}
-{%- set needs_key = requests | selectattr('created_ts') | list | length > 0 -%}
+{%- set tie_breaks = [] -%}
+{%- for r in requests -%}
+  {%- do tie_breaks.append(r.created_ts is not none and not feature_store._pit_resolved(r)) -%}
+{%- endfor -%}
+{%- set needs_key = true in tie_breaks -%}
 with __fs_spine as (
     select *, cast({{ adapter.quote(timestamp) }} as timestamptz) as __fs_ts
     {%- if needs_key %},
@@ -141,12 +147,12 @@ select
     {%- endfor %}
     {%- endfor %}
 from __fs_spine e
-{%- for r in requests %}{% set v = 'v' ~ loop.index0 %}
+{%- for r in requests %}{% set v = 'v' ~ loop.index0 %}{% set tie_break = tie_breaks[loop.index0] %}
 asof left join (
     select
         {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
         {{ adapter.quote(r.event_ts) }} as __fs_ts,
-        {%- if r.created_ts %}
+        {%- if tie_break %}
         epoch_us({{ adapter.quote(r.event_ts) }})::hugeint * 18446744073709551616
             + (coalesce(epoch_us({{ adapter.quote(r.created_ts) }}), -9223372036854775808)::hugeint + 9223372036854775808) as __fs_key,
         {%- endif %}
@@ -157,8 +163,36 @@ asof left join (
     where {% for k in r.join_keys %}{{ adapter.quote(k) }} is not null{{ ' and ' if not loop.last }}{% endfor %}
 ) {{ v }}
     on {% for k in r.join_keys %}e.{{ adapter.quote(k) }} = {{ v }}.{{ adapter.quote(k) }} and {% endfor -%}
-    {%- if r.created_ts %}e.__fs_key >= {{ v }}.__fs_key{% else %}e.__fs_ts >= {{ v }}.__fs_ts{% endif %}
+    {%- if tie_break %}e.__fs_key >= {{ v }}.__fs_key{% else %}e.__fs_ts >= {{ v }}.__fs_ts{% endif %}
 {%- endfor %}
+{%- endmacro %}
+
+
+{#- True when the Parquet files behind an `external` view are written resolved. -#}
+{% macro _pit_resolved(r) -%}
+  {%- if r.config.get('materialized') != 'external' -%}{{ return(false) }}{%- endif -%}
+  {%- set location = r.config.get('location') or external_location(r.relation, r.config) -%}
+  {%- set files = location ~ '/**/*.parquet' if (r.config.get('options') or {}).get('partition_by') else location -%}
+  {{ return(feature_store.parquet_files_resolved(files, r.join_keys + [r.event_ts])) }}
+{%- endmacro %}
+
+
+{#- True when every file matching `files` carries the footer key feature_store:unique_on =
+    `grain`. The same query as sync/offline/historical.py RESOLVED_SQL; tests/test_pit_macro.py
+    checks the two agree. -#}
+{% macro parquet_files_resolved(files, grain) -%}
+  {%- set files_sql = "'" ~ (files | replace("'", "''")) ~ "'" -%}
+  {#- a view not built yet (e.g. `dbt compile` first): the exact form, which needs no files now -#}
+  {%- if run_query("select count(*) from glob(" ~ files_sql ~ ")").columns[0].values()[0] == 0 -%}
+    {{ return(false) }}
+  {%- endif -%}
+  {%- set query -%}
+    select count(*) > 0 and count(*) = count(*) filter (where json(m.marker) = json('{{ grain | tojson | replace("'", "''") }}'))
+    from parquet_file_metadata({{ files_sql }}) f left join (
+        select file_name, decode(value) as marker from parquet_kv_metadata({{ files_sql }})
+        where decode(key) = 'feature_store:unique_on') m using (file_name)
+  {%- endset -%}
+  {{ return(run_query(query).columns[0].values()[0] is sameas true) }}
 {%- endmacro %}
 
 

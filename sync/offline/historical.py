@@ -5,13 +5,16 @@ greatest event timestamp <= the entity timestamp (and >= entity timestamp - TTL 
 view has one, both inclusive); among equal event timestamps the greatest created
 timestamp (a missing created timestamp counts as the oldest); none -> nulls.
 
-The DuckDB form is an ASOF join. For views with a created timestamp the ASOF key is the
-pair (event, created) packed into one HUGEINT, so the tie-break is exact at the cost of a
-wider sort key instead of a second pass; the TTL is a bound check on the matched row.
+The DuckDB form is an ASOF join. Feature views built by dbt are written resolved (one row
+per join keys and event time, marked in the Parquet footers), so the join is a plain ASOF
+on the event time. Files that are not (or not provably) resolved get the exact form: the
+ASOF key is (event, created) packed into one HUGEINT. The TTL is a bound check on the
+matched row.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -126,25 +129,55 @@ def _check_keys(table: pa.Table, request: ViewRequest, entities: dict[str, Entit
                 f"entity_df column {key!r} is {actual}, but join key {key!r} of {request.view.name!r} is {want}")
 
 
-def parquet_source(lake: Lake, view: FeatureView) -> str:
-    """``read_parquet`` over a view's file, or every Parquet file below its folder."""
+def parquet_files(lake: Lake, view: FeatureView) -> tuple[str, bool]:
+    """A view's Parquet: its file, or a glob over every file below its folder; and whether hive-partitioned."""
     rel = view.offline.path or ""
     path = lake.path(rel) if lake.is_local else lake.uri(rel)
     if view.offline.partition_by or lake.fs.isdir(lake.path(rel)):
-        hive = ", hive_partitioning = true" if view.offline.partition_by else ""
-        return f"read_parquet({_literal(path.rstrip('/') + '/**/*.parquet')}{hive})"
-    return f"read_parquet({_literal(path)})"
+        return path.rstrip("/") + "/**/*.parquet", bool(view.offline.partition_by)
+    return path, False
+
+
+def parquet_source(lake: Lake, view: FeatureView) -> str:
+    """``read_parquet`` over a view's file, or every Parquet file below its folder."""
+    files, hive = parquet_files(lake, view)
+    return f"read_parquet({_literal(files)}{', hive_partitioning = true' if hive else ''})"
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool) -> str:
+def resolved_grain(view: FeatureView) -> list[str]:
+    """The grain a view's files are unique on once written resolved (macros/feature_store/write_feature_view.sql)."""
+    return list(dict.fromkeys(view.join_keys)) + [view.event_timestamp]
+
+
+def is_resolved(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView) -> bool:
+    """True when every file of the view carries the footer key ``feature_store:unique_on`` for
+    its grain: no two rows share (join keys, event time), so the created-time tie-break can go.
+    Footers only: a few hundred bytes per file."""
+    files, _ = parquet_files(lake, view)
+    try:
+        return bool(con.execute(RESOLVED_SQL.format(files=_literal(files)), [json.dumps(resolved_grain(view))]).fetchall()[0][0])
+    except duckdb.Error:
+        return False  # no files yet, or unreadable footers: the exact form decides (and reports)
+
+
+# one query, shared with the macro's DuckDB form (tests/test_pit_resolved.py checks they agree)
+RESOLVED_SQL = (
+    "select count(*) > 0 and count(*) = count(*) filter (where json(m.marker) = json(?)) "
+    "from parquet_file_metadata({files}) f left join ("
+    "select file_name, decode(value) as marker from parquet_kv_metadata({files}) "
+    "where decode(key) = 'feature_store:unique_on') m using (file_name)"
+)
+
+
+def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool, tie_break: bool) -> str:
     v = r.view
     cols = [quote(k) for k in v.join_keys] + [f"{quote(v.event_timestamp)} as {TS}"]
     cols += [f"{quote(f)} as {quote(o)}" for f, o in zip(r.features, r.output_names)]
-    if v.created_timestamp:
+    if tie_break:
         cols.append(
             f"epoch_us({quote(v.event_timestamp)})::hugeint * {_SHIFT} + "
             f"(coalesce(epoch_us({quote(v.created_timestamp)}), -{_LOW_BIAS})::hugeint + {_LOW_BIAS}) as __fs_key")
@@ -155,50 +188,31 @@ def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool) -> str:
     return f"(select {', '.join(cols)} from {source} where {' and '.join(where)})"
 
 
-def build_sql(lake: Lake, requests: list[ViewRequest]) -> str:
-    """The ASOF query over the registered relation ``__fs_entities`` (row id, keys, time).
+def build_sql(lake: Lake, requests: list[ViewRequest], resolved: set[str] = frozenset()) -> str:
+    """The ASOF query over the registered relation ``__fs_entities`` (row id, keys, time), in row order.
 
-    It returns the row id, and per view the matched event time and the features; the TTL
-    bound and the input order are applied afterwards in Arrow (cheaper than SQL CASE/ORDER BY).
+    Views in ``resolved`` (unique per join keys and event time) join on the event time
+    alone; others with a created timestamp join on the packed (event, created) key. The
+    TTL is a bound check on the matched row's event time.
     """
     select = [f"e.{ROW}"]
     joins = []
+    tie_breaks = [bool(r.view.created_timestamp) and r.view.name not in resolved for r in requests]
     spine = "__fs_entities"
-    if any(r.view.created_timestamp for r in requests):
+    if any(tie_breaks):
         spine = f"(select *, epoch_us({TS})::hugeint * {_SHIFT} + {_LOW_MAX} as __fs_key from __fs_entities)"
-    for i, r in enumerate(requests):
+    for i, (r, tie_break) in enumerate(zip(requests, tie_breaks)):
         alias = f"v{i}"
         on = [f"e.{quote(k)} = {alias}.{quote(k)}" for k in r.view.join_keys]
-        on.append(f"e.__fs_key >= {alias}.__fs_key" if r.view.created_timestamp else f"e.{TS} >= {alias}.{TS}")
-        joins.append(f"asof left join {_view_subquery(parquet_source(lake, r.view), r, bool(r.view.ttl_seconds))} "
-                     f"{alias} on {' and '.join(on)}")
-        select.append(f"{alias}.{TS} as __fs_match_{i}")
-        select += [f"{alias}.{quote(out)}" for out in r.output_names]
-    return f"select {', '.join(select)} from {spine} e {' '.join(joins)}"
-
-
-def _in_input_order(result: pa.Table, n: int) -> pa.Table:
-    """Rows back in input order: the row ids are a permutation of 0..n-1, so invert it."""
-    import numpy as np
-
-    rows = result[ROW].to_numpy()
-    order = np.empty(n, dtype=np.int64)
-    order[rows] = np.arange(n, dtype=np.int64)
-    return result.take(pa.array(order))
-
-
-def _apply_ttl(result: pa.Table, requests: list[ViewRequest], ts: pa.Array) -> list[pa.ChunkedArray]:
-    """Feature columns, nulled where the matched row is older than the view's TTL."""
-    columns = []
-    for i, r in enumerate(requests):
-        keep = None
-        if r.view.ttl_seconds:
-            oldest = pc.subtract(ts, pa.scalar(int(r.view.ttl_seconds) * 1_000_000, pa.duration("us")))
-            keep = pc.greater_equal(result[f"__fs_match_{i}"], oldest)
+        on.append(f"e.__fs_key >= {alias}.__fs_key" if tie_break else f"e.{TS} >= {alias}.{TS}")
+        subquery = _view_subquery(parquet_source(lake, r.view), r, bool(r.view.ttl_seconds), tie_break)
+        joins.append(f"asof left join {subquery} {alias} on {' and '.join(on)}")
         for out in r.output_names:
-            col = result[out]
-            columns.append(col if keep is None else pc.if_else(keep, col, pa.nulls(len(col), col.type)))
-    return columns
+            col = f"{alias}.{quote(out)}"
+            if r.view.ttl_seconds:
+                col = f"case when {alias}.{TS} >= e.{TS} - to_seconds({int(r.view.ttl_seconds)}) then {col} end"
+            select.append(f"{col} as {quote(out)}")
+    return f"select {', '.join(select)} from {spine} e {' '.join(joins)} order by e.{ROW}"
 
 
 def connect(memory_limit: str | None = None, temp_directory: str | None = None,
@@ -242,15 +256,14 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
     con.register("__fs_entities", spine)
     try:
         bounds = [pc.min(ts).as_py(), pc.max(ts).as_py()] if table.num_rows else [None, None]
-        sql = build_sql(lake, requests)
+        resolved = {r.view.name for r in requests if r.view.created_timestamp and is_resolved(con, lake, r.view)}
+        sql = build_sql(lake, requests, resolved)
         params = {k: v for k, v in (("min_ts", bounds[0]), ("max_ts", bounds[1])) if f"${k}" in sql}
         result = con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureStoreError(f"point-in-time join failed: {exc}") from exc
     finally:
         con.unregister("__fs_entities")
-    # DuckDB hands back ~2k-row batches; one chunk per column makes the take and masks cheap
-    result = _in_input_order(result.combine_chunks(), table.num_rows)
-    features = _apply_ttl(result, requests, ts)
     names = [o for r in requests for o in r.output_names]
-    return pa.table([table[c] for c in table.column_names] + features, names=table.column_names + names)
+    return pa.table([table[c] for c in table.column_names] + [result[n] for n in names],
+                    names=table.column_names + names)
