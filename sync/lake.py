@@ -66,6 +66,15 @@ class Lake:
         """The full URI (with protocol) of a lake-relative path."""
         return f"{self.root}/{rel.lstrip('/')}" if rel else self.root
 
+    def relative(self, location: str) -> str:
+        """The lake-relative path of a URI, filesystem path or (local) relative path inside the lake."""
+        if self.is_local and "://" not in location:
+            location = os.path.abspath(location)
+        for prefix in (self.root, self._base):
+            if location == prefix or location.startswith(prefix.rstrip("/") + "/"):
+                return location[len(prefix):].lstrip("/")
+        raise ValueError(f"{redact_uri(location)} is not inside the lake {redact_uri(self.root)}")
+
     # -- reading ----------------------------------------------------------------------
     def _missing(self, rel: str, exc: FileNotFoundError, action: str) -> Exception:
         """A FileNotFoundError for a missing object, or a clear error for a missing bucket."""

@@ -22,8 +22,42 @@ def test_feature_views_are_parquet_in_the_lake(built_project):
     assert (features / "merchant_risk.parquet").is_file()
     months = sorted(p.name for p in (features / "customer_spend").iterdir())
     assert months and all(m.startswith("event_month=20") and len(m) == len("event_month=2026-05-01") for m in months)
+    # declared float32[64]: an Arrow fixed-size list for every Arrow reader, not a plain list
     emb = pq.read_schema(features / "merchant_embedding.parquet")
-    assert str(emb.field("embedding").type.value_type) == "float"
+    assert emb.field("embedding").type == pa.list_(pa.float32(), 64)
+
+
+def test_feature_views_are_written_resolved(built_project):
+    """One row per (key, event time) with the latest correction, ordered by event time, marked."""
+    features = built_project.lake / "features"
+    risk = pq.read_table(features / "merchant_risk.parquet")
+    meta = pq.read_metadata(features / "merchant_risk.parquet").metadata
+    assert meta[b"feature_store:unique_on"] == b'["merchant_id", "assessed_at"]'
+    assert risk["assessed_at"].to_pylist() == sorted(risk["assessed_at"].to_pylist())
+    with duckdb.connect(str(built_project.dir / "fs.duckdb"), read_only=True) as con:
+        con.execute("set TimeZone='UTC'")
+        staged = con.execute("select count(*), count(distinct (merchant_id, assessed_at)) from stg_merchant_risk_assessments").fetchone()
+        expected = con.execute("""
+            select merchant_id, assessed_at, recorded_at from stg_merchant_risk_assessments
+            qualify recorded_at = max(recorded_at) over (partition by merchant_id, assessed_at)
+            order by all""").fetchall()
+    assert staged[0] > staged[1], "the sample data has late corrections"
+    got = sorted(zip(*(risk[c].to_pylist() for c in ("merchant_id", "assessed_at", "recorded_at"))))
+    assert got == expected
+
+
+def test_a_vector_of_the_wrong_length_fails_the_build(project):
+    raw = project.lake / "raw" / "merchant_embeddings.parquet"
+    table = pq.read_table(raw)
+    vectors = table["embedding"].to_pylist()
+    vectors[0] = vectors[0][:63]
+    pq.write_table(table.set_column(table.schema.get_field_index("embedding"), "embedding",
+                                    pa.array(vectors, pa.list_(pa.float32()))), raw)
+    before = (project.lake / "features" / "merchant_embedding.parquet").read_bytes()
+    proc = project.dbt("build", "-s", "+merchant_embedding", check=False)
+    assert proc.returncode != 0
+    assert "merchant_embedding" in proc.stdout and "64" in proc.stdout
+    assert (project.lake / "features" / "merchant_embedding.parquet").read_bytes() == before, "the lake is unchanged"
 
 
 def test_analyst_queries_views_by_name(built_project):

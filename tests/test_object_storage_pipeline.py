@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sync.definitions import feature_view_from_dict
@@ -88,6 +89,9 @@ def test_everything_lands_in_the_remote_lake(in_lake_env):
     assert any(n.startswith("features/customer_spend/event_month=") for n in names)
     assert not project.lake.exists(), "nothing may be written to the local default lake"
     assert not any(".tmp-" in n for n in names)
+    # dbt's plugin finished the embedding view in the remote lake: a fixed-size float32 list
+    with lake.fs.open(lake.path("features/merchant_embedding.parquet"), "rb") as f:
+        assert pq.read_schema(f).field("embedding").type == pa.list_(pa.float32(), 64)
 
 
 def test_registry_and_feature_store_read_from_the_remote_lake(in_lake_env):
