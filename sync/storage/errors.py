@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 from collections.abc import Iterator
 
 from ..errors import FeatureStoreError
@@ -48,6 +49,15 @@ class BucketNotFound(FileNotFoundError):
     """The bucket itself is missing (not just an object in it)."""
 
 
+class EndpointUnreachable(Exception):  # noqa: N818 - it names the condition
+    """The store could not be reached within the retry budget (raised by our GCS policy).
+
+    Deliberately neither an ``OSError`` (aiohttp would wrap it back into its own
+    ``ClientOSError``) nor a client library's exception, so the library's own retry loop
+    (gcsfs: 6 attempts, ~30 s of backoff) does not run again on top of ours.
+    """
+
+
 class StorageError(FeatureStoreError):
     """A storage operation failed; ``kind`` says why (no-bucket, forbidden, ...)."""
 
@@ -67,6 +77,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         yield e
         todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
         todo.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        reason = getattr(e, "reason", None)  # urllib3's MaxRetryError keeps its cause here
+        if isinstance(reason, BaseException):
+            todo.append(reason)
 
 
 def _code(e: BaseException) -> tuple[str, int | None]:
@@ -84,7 +97,7 @@ def _code(e: BaseException) -> tuple[str, int | None]:
 _PRIORITY = ("no-credentials", "expired", "no-bucket", "forbidden", "unreachable", "not-found")
 _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
                 "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "TransportError",
-                "ProxyConnectionError", "NewConnectionError", "MaxRetryError"}
+                "ProxyConnectionError", "NewConnectionError", "MaxRetryError", "EndpointUnreachable"}
 
 
 def _kind(e: BaseException) -> str:
@@ -102,11 +115,24 @@ def _kind(e: BaseException) -> str:
     if code in {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled"} \
             or status in {401, 403} or isinstance(e, PermissionError) or name in {"Forbidden", "Unauthorized"}:
         return "forbidden"
-    if name in _UNREACHABLE or isinstance(e, (ConnectionError, TimeoutError)):
+    if name in _UNREACHABLE or isinstance(e, (ConnectionError, TimeoutError)) \
+            or "error sending request" in text:  # object_store (Lance): no HTTP answer at all
         return "unreachable"
     if isinstance(e, FileNotFoundError) or code in {"NoSuchKey", "404"} or status == 404:
         return "not-found"
     return "other"
+
+
+# connection establishment failed: refused, no such host, connect timeout (nothing was sent)
+_CONNECT_FAILURES = {"NewConnectionError", "NameResolutionError", "ClientConnectorError", "ClientConnectorDNSError",
+                     "ConnectTimeout", "ConnectTimeoutError", "ConnectionTimeoutError"}
+
+
+def is_connect_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` means the endpoint could not be connected to at all (a wrong or dead
+    endpoint, usually), as opposed to a connection that broke mid-request."""
+    return any(type(e).__name__ in _CONNECT_FAILURES or isinstance(e, (ConnectionRefusedError, socket.gaierror))
+               for e in _chain(exc))
 
 
 def classify(exc: BaseException) -> str:

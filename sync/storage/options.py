@@ -59,9 +59,11 @@ def fsspec_options(scheme: str) -> dict:
         # (the default read-ahead would pull up to 50 MiB per footer read).
         return {"default_cache_type": "none"}
     if scheme == GCS:
+        from .gcs import gcsfs_options  # timeouts and retries: one policy for every GCS client
+
         # ADC only: gcsfs would otherwise fall back to anonymous access and fail later
         # with a confusing 401; the emulator needs no credentials.
-        return {"token": "anon" if gcs_emulator() else "google_default"}
+        return {"token": "anon" if gcs_emulator() else "google_default", **gcsfs_options()}
     return {}
 
 
