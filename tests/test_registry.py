@@ -150,3 +150,27 @@ def test_concurrent_publishers_lose_nothing(tmp_path):
     doc = json.loads((tmp_path / "registry.json").read_text())
     assert doc["serial"] == 80 and len(set(doc["applied"])) == 80
     assert len(list((tmp_path / "registry-history").glob("*.json"))) == 80
+
+
+def test_two_writers_computing_the_same_document_both_land(tmp_path):
+    """Both read serial n and compute byte-identical documents (same second, same content):
+    the loser must not mistake the winner's write for its own and stop at n + 1."""
+    import threading
+
+    store = RegistryStore(Lake(str(tmp_path)))
+    store.update(lambda current: {"serial": 1})
+    barrier = threading.Barrier(2)
+    first = threading.local()
+
+    def bump(current: dict) -> dict:
+        if not getattr(first, "done", False):
+            first.done = True
+            barrier.wait(timeout=10)  # both have read the same serial before either writes
+        return {"serial": current["serial"] + 1}
+
+    threads = [threading.Thread(target=store.update, args=(bump,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert store.read()[0]["serial"] == 3

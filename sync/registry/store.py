@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from collections.abc import Callable
 
 from ..errors import FeatureStoreError
@@ -74,7 +75,9 @@ class RegistryStore:
                 # of a request whose first try succeeded): applying again would double it.
                 new = self._decode(attempted)
                 break
-            new = mutate(self._decode(current.data) if current else None)
+            # a fresh write id per attempt: two writers that compute the same document (same
+            # second, same content) must still tell their own landed write from the other's
+            new = {**mutate(self._decode(current.data) if current else None), "write_id": uuid.uuid4().hex}
             data = encode(new)
             try:
                 self.lake.objects.put(self.name, data, current.token if current else None)
