@@ -5,9 +5,12 @@
 
 One Redis (started here on a free loopback port), the same data (1M entities, 5 views,
 50 features): this project materializes it, then prints p50/p99/p99.9 and throughput for
-1 entity x 50 features and 100 entities x 50 features, in-process and over HTTP at fixed
-request rates, next to a raw redis-py pipeline of the same HMGETs (the floor). Feast's
-figures come from bench/feast/feast_online.py and feast_serve.py (own venv) on the same data.
+1 entity x 50 features and 100 entities x 50 features, in-process (also with .to_dict(),
+as Feast is timed) and over HTTP at fixed request rates (bench/loadgen.py, open loop), next
+to a raw redis-py pipeline of the same HMGETs (the floor; the "bare floor" also formats its
+keys in plain Python instead of through the key codec's Arrow path). Feast's figures come
+from bench/feast/feast_online.py and feast_serve.py (own venv, default settings) on the same
+data and Redis.
 """
 
 from __future__ import annotations
@@ -108,6 +111,13 @@ def timed(fn, n: int) -> dict:
             "gc_pauses": len(pauses), "gc_max_ms": max(pauses, default=0) * 1000}
 
 
+def _feast_result(proc: subprocess.CompletedProcess) -> dict:
+    """The JSON line a Feast script prints last, or its error."""
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-300:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE / "data" / "serve")
@@ -146,6 +156,9 @@ def main() -> None:
 
         sdk_1 = timed(lambda i: fs.get_online_features(one[i], refs), len(one))
         sdk_100 = timed(lambda i: fs.get_online_features(hundred[i], refs), len(hundred))
+        # the same with every value made a Python object, as Feast's figures below are (to_dict)
+        dict_1 = timed(lambda i: fs.get_online_features(one[i], refs).to_dict(include_status=True), len(one))
+        dict_100 = timed(lambda i: fs.get_online_features(hundred[i], refs).to_dict(include_status=True), len(hundred))
 
         # the floor: the same HMGETs through a raw redis-py pipeline, no decoding
         import redis as redis_py
@@ -164,11 +177,22 @@ def main() -> None:
                 pipe.execute_command("HMGET", k, *fields)
             return pipe.execute()
 
+        def bare(batch):  # keys formatted in Python: the pipeline round trip and nothing else
+            pipe = client.pipeline(transaction=False)
+            for i in batch:
+                pipe.execute_command("HMGET", b"%s:%d" % (codec.namespace.encode(), i), *fields)
+            return pipe.execute()
+
         raw_1 = timed(lambda i: raw([one[i][0]["entity_id"]]), len(one))
         raw_100 = timed(lambda i: raw(hundred[i]["entity_id"]), len(hundred))
-        for shape, sdk, floor in (("1 x 50", sdk_1, raw_1), ("100 x 50", sdk_100, raw_100)):
+        bare_1 = timed(lambda i: bare([one[i][0]["entity_id"]]), len(one))
+        bare_100 = timed(lambda i: bare(hundred[i]["entity_id"]), len(hundred))
+        for shape, sdk, as_dict, floor, bare_floor in (("1 x 50", sdk_1, dict_1, raw_1, bare_1),
+                                                       ("100 x 50", sdk_100, dict_100, raw_100, bare_100)):
             rows.append(("in-process get_online_features", shape, sdk))
+            rows.append(("  ... and .to_dict(include_status=True)", shape, as_dict))
             rows.append(("raw redis-py pipeline (floor)", shape, floor))
+            rows.append(("  ... keys pre-formatted (bare floor)", shape, bare_floor))
 
         if not args.skip_http:
             port = free_port()
@@ -206,21 +230,31 @@ def main() -> None:
                 proc = subprocess.run([str(FEAST_PY), str(HERE / "feast" / "feast_online.py"), "--data", str(data),
                                        "--redis", f"127.0.0.1:{redis.port}", "--entities-per-request", str(n),
                                        "--requests", "3000" if n == 1 else "500"], capture_output=True, text=True)
-                out = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-300:]}
-                rows.append(("Feast 0.67 get_online_features", f"{n} x 50", out))
+                rows.append(("Feast 0.67 get_online_features", f"{n} x 50", _feast_result(proc)))
+            rate = args.rates[0] if args.rates else 500
+            proc = subprocess.run([str(FEAST_PY), str(HERE / "feast" / "feast_serve.py"), "--data", str(data),
+                                   "--redis", f"127.0.0.1:{redis.port}", "--entities-per-request", "1",
+                                   "--rate", str(rate), "--duration", str(args.duration), "--skip-materialize"],
+                                  capture_output=True, text=True)
+            rows.append((f"Feast 0.67 HTTP, 1 worker, {rate:.0f} req/s", "1 x 50", _feast_result(proc)))
     finally:
         redis.stop()
 
     print(f"\n{'what':40} {'shape':9} {'p50 ms':>8} {'p99 ms':>8} {'p99.9 ms':>9} {'per s':>9}  note")
     floor = {r[1]: r[2] for r in rows if r[0].startswith("raw")}
+    bare_floor = {r[1]: r[2] for r in rows if "bare floor" in r[0]}
     for what, shape, r in rows:
         p50 = r.get("p50") or r.get("p50_ms")
         p99 = r.get("p99") or r.get("p99_ms")
         p999 = r.get("p99.9") or r.get("p99_9_ms") or r.get("p999_ms")
-        per_s = r.get("per_s") or r.get("achieved") or r.get("requests_per_second")
+        per_s = r.get("per_s") or r.get("achieved") or r.get("achieved_rate") or r.get("requests_per_second")
         note = ""
         if what.startswith("in-process") and shape in floor and p99:
-            note = f"p99 {p99 / floor[shape]['p99']:.2f}x the floor; gc pauses {r['gc_pauses']} (max {r['gc_max_ms']:.2f} ms)"
+            note = (f"p99 {p99 / floor[shape]['p99']:.2f}x the floor ({p99 / bare_floor[shape]['p99']:.2f}x bare); "
+                    f"gc pauses {r['gc_pauses']} (max {r['gc_max_ms']:.2f} ms)")
+        lag = r.get("client_lag_p99_ms") or r.get("client_send_lag_p99_ms")
+        if lag is not None:
+            note += f"client lag p99 {lag:.3f} ms"
         if "errors" in r and r.get("errors"):
             note += f" errors {r['errors']} {r.get('error_kinds')}"
         if "error" in r:

@@ -159,3 +159,52 @@ def test_columns_decode_lazily_and_once():
     assert list(decoded.columns) == ["a", "b"] and len(decoded.columns) == 2
     assert decoded.columns["b"] is decoded.columns["b"]  # cached after the first access
     assert decoded.columns["b"].to_pylist() == ["x"]
+
+
+# -- the fast read path: records instead of an Arrow array per feature ------------------------
+FIXED_TYPES = {n: t for n, t in ALL_TYPES.items() if n not in ("name", "blob", "ids", "tags")}
+
+
+@pytest.mark.parametrize("copies", [1, 7])  # 3 or 21 values: the startswith and the numpy header checks
+def test_records_give_what_decode_gives(copies):
+    codec = ValueCodec("v", [Feature(n, t) for n, t in FIXED_TYPES.items()])
+    assert codec.fixed_only and not ValueCodec("w", [Feature("s", "string")]).fixed_only
+    table = all_types_table().select(list(FIXED_TYPES))
+    stored = encode(codec, table, event=[10, 20, 30], created=[NO_CREATED, 5, 6])
+    values = [stored[2], None, stored[0], stored[1], stored[0]] * copies  # missing and repeated keys
+    records, decoded = codec.records(values), codec.decode(values)
+    assert records.found.tolist() == decoded.found.tolist()
+    assert records.event_us.tolist() == decoded.event_us.tolist()
+    assert records.created_us.tolist() == decoded.created_us.tolist()
+    nulls = records.nulls()
+    for i, name in enumerate(FIXED_TYPES):
+        null = nulls[:, i] | ~records.found
+        column = records.column(name, null if null.any() else None)
+        assert column.to_arrow().equals(decoded.columns[name]), name
+        assert column.to_pylist() == decoded.columns[name].to_pylist(), name
+        assert column.null_count == decoded.columns[name].null_count, name
+
+
+def test_records_with_no_value_or_no_nulls():
+    codec = ValueCodec("v", [Feature("x", "float64"), Feature("vec", "float32[2]")])
+    records = codec.records([None, None])
+    assert records.found.tolist() == [False, False] and records.event_us.tolist() == [0, 0]
+    assert codec.records([]).found.tolist() == []
+    value = encode(codec, pa.table({"x": [1.5], "vec": pa.array([[1, 2]], pa.list_(pa.float32(), 2))}))
+    records = codec.records(value)
+    assert not records.any_null()
+    assert records.column("x", None).to_pylist() == [1.5]
+    [row] = records.column("vec", None).float32_rows()
+    assert row.dtype == np.float32 and row.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("copies", [1, 20])
+def test_records_refuse_what_decode_refuses(copies):
+    old = ValueCodec("v", [Feature("score", "float64")])
+    new = ValueCodec("v", [Feature("score", "int64")])
+    value = encode(old, pa.table({"score": [0.5]}))
+    for bad, message in ((value, "different schema"), ([b"\x01\x02"], "shorter than"),
+                         ([value[0] + b"\x00"], "wrong length")):
+        for decode in (new.decode, new.records) if message == "different schema" else (old.decode, old.records):
+            with pytest.raises(EncodingError, match=message):
+                decode(list(bad) * copies)

@@ -6,8 +6,11 @@ import random
 import threading
 
 import numpy as np
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sync.definitions import Feature
 from sync.errors import FeatureStoreError
@@ -185,3 +188,125 @@ def test_redis_keys_follow_the_documented_layout(redis_server, redis_url):
     assert client.hkeys(f"{prefix}proj:customer:42") == [b"spend@1"]
     assert client.lrange(f"{prefix}proj::index:spend@1", 0, -1) == [f"{prefix}proj:customer:42".encode()]
     assert b"spend@1" in client.hgetall(f"{prefix}proj::catalog")
+
+
+# -- serving: the fast path (numpy records) answers exactly as the general path (Arrow arrays) --
+TYPED = {"f64": "float64", "f32": "float32", "i32": "int32", "i64": "int64", "flag": "bool", "at": "timestamp",
+         "day": "date", "vec": "float32[3]", "ivec": "int64[2]"}
+
+
+def typed_values(ids: list[int]) -> dict:
+    """Values of every fixed-width type for ``ids``; feature k is null where id % 3 == k % 3."""
+    columns = {
+        "f64": ([i * 1.5 for i in ids], pa.float64()), "f32": ([i / 4 for i in ids], pa.float32()),
+        "i32": ([-i for i in ids], pa.int32()), "i64": ([2**40 + i for i in ids], pa.int64()),
+        "flag": ([i % 2 == 0 for i in ids], pa.bool_()), "at": ([T0 * US + i for i in ids], pa.int64()),
+        "day": ([20_000 + i for i in ids], pa.int32()), "vec": ([[i, -i, 0.5] for i in ids], pa.list_(pa.float32(), 3)),
+        "ivec": ([[i, 2 * i] for i in ids], pa.list_(pa.int64(), 2)),
+    }
+    out = {}
+    for k, (name, (values, typ)) in enumerate(columns.items()):
+        out[name] = pa.array([None if i % 3 == k % 3 else v for i, v in zip(ids, values)], typ)
+    out["at"] = out["at"].cast(pa.timestamp("us", tz="UTC"))
+    out["day"] = out["day"].cast(pa.date32())
+    return out
+
+
+@pytest.fixture
+def served_views(url):
+    """A fixed-width view with a TTL (fast path), a variable-width one (general path) and a
+    merchant view, written; entity 5 is stale, 9 and merchant 9 hold nothing."""
+    typed = spec(name="typed", features=TYPED, ttl=5 * 86400)
+    tagged = spec(name="tagged", features={"tier": "string", "ids": "int64[]", "score": "float64"})
+    risk = spec(name="risk", entities=("merchant",), features={"risk": "float64", "emb": "float32[2]"})
+    ids = [1, 2, 3, 4, 5, 6]
+    events = [T0 + 9 * 86400] * 4 + [T0, T0 + 9 * 86400]  # now is T0 + 10 days: 5 is outside the TTL
+    with open_online_store(url, "proj") as store:
+        write(store, typed, ids, events, typed_values(ids))
+        write(store, tagged, ids[:4], [T0] * 4, {"tier": ["a", None, "c", "d:e"], "ids": [[1], [], None, [2, 3]],
+                                                 "score": [0.5, None, 1.5, 2.5]})
+        write(store, risk, [1, 2], [T0, T0], {"risk": [0.1, None],
+                                              "emb": pa.array([[1, 2], None], pa.list_(pa.float32(), 2))})
+        yield store, (typed, tagged, risk)
+
+
+def serving_plan(views, full_names: bool = True):
+    from sync.serving.online_features import OnlinePlan
+
+    return OnlinePlan(tuple((v, tuple((f.name, f"{v.name}__{f.name}" if full_names else f.name,
+                                       f.data_type.endswith("]")) for f in v.features)) for v in views))
+
+
+def assert_same_answers(fast, general) -> None:
+    from sync.serving.online_features import STATUS_NAMES
+
+    assert fast.feature_names == general.feature_names and len(fast) == len(general)
+    a = fast.to_dict(include_status=True, include_event_timestamps=True)
+    b = general.to_dict(include_status=True, include_event_timestamps=True)
+    assert list(a) == list(b)
+    for name in a:
+        if isinstance(next((v for v in b[name] if v is not None), None), np.ndarray):  # vectors: float32 arrays
+            assert [None if v is None else (v.dtype, v.tolist()) for v in a[name]] == \
+                   [None if v is None else (v.dtype, v.tolist()) for v in b[name]], name
+        else:
+            assert a[name] == b[name], name
+    assert fast.to_arrow().equals(general.to_arrow())
+    for name in fast.feature_names:
+        assert fast.status_codes(name).tolist() == general.status_codes(name).tolist(), name
+        assert {STATUS_NAMES[s] for s in fast.status_codes(name)} <= set(STATUS_NAMES)
+        # the HTTP server's timestamps: numpy formatting equals Arrow's strftime
+        stamps = pa.compute.strftime(general.event_timestamp_array(name), format="%Y-%m-%dT%H:%M:%SZ").to_pylist()
+        assert fast.event_times(name).iso() == general.event_times(name).iso() == stamps, name
+
+
+def test_fast_path_answers_as_the_general_path(served_views):
+    from sync.serving.online_features import get_online_features
+
+    store, views = served_views
+    plan = serving_plan(views)
+    rows = {"customer_id": [1, 2, 3, 1, 9, None, 5, 6, 2, 4], "merchant_id": [1, 2, 9, 1, None, 2, 1, 1, 1, 2]}
+    now = T0 + 10 * 86400
+    fast = get_online_features(store, plan, rows, now=now)
+    general = get_online_features(store, plan, rows, now=now, fast=False)
+    assert_same_answers(fast, general)
+    d = fast.to_dict(include_status=True)
+    assert d["typed__f64__status"] == ["PRESENT", "PRESENT", "NULL_VALUE", "PRESENT", "NOT_FOUND", "NOT_FOUND",
+                                       "OUTSIDE_MAX_AGE", "NULL_VALUE", "PRESENT", "PRESENT"]
+    assert d["typed__f64"] == [1.5, 3.0, None, 1.5, None, None, None, None, 3.0, 6.0]
+    assert d["typed__ivec__status"][6] == "OUTSIDE_MAX_AGE" and d["typed__ivec"][6] is None
+    assert d["tagged__tier"] == ["a", None, "c", "a", None, None, None, None, None, "d:e"]
+    assert d["risk__risk__status"] == ["PRESENT", "NULL_VALUE", "NOT_FOUND", "PRESENT", "NOT_FOUND", "NULL_VALUE",
+                                       "PRESENT", "PRESENT", "PRESENT", "NULL_VALUE"]
+    assert fast.values("typed__vec")[1].dtype == np.float32
+    assert fast.event_timestamps("typed__f64")[4] is None and fast.event_timestamps("typed__f64")[6] is not None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 3, 4, 5, 6, 9, None]), st.sampled_from([1, 2, 9, None])),
+                min_size=1, max_size=30), st.integers(0, 20), st.booleans())
+def test_fast_path_answers_as_the_general_path_for_any_request(served_views, rows, days, full_names):
+    """Any mix of stored, missing, stale, repeated and null keys, at any time, for one entity or many."""
+    from sync.serving.online_features import get_online_features
+
+    store, views = served_views
+    plan = serving_plan(views, full_names=full_names) if full_names else serving_plan(views[:1], full_names=False)
+    entity_rows = [{"customer_id": c, "merchant_id": m} for c, m in rows]
+    now = T0 + days * 86400
+    assert_same_answers(get_online_features(store, plan, entity_rows, now=now),
+                        get_online_features(store, plan, entity_rows, now=now, fast=False))
+
+
+def test_serving_reads_everything_in_one_round_trip(redis_server, redis_url):
+    from sync.serving.online_features import get_online_features
+
+    views = (spec(name="a", features={"x": "float64"}), spec(name="b", features={"y": "string"}),
+             spec(name="m", entities=("merchant",), features={"z": "float64"}))
+    with open_online_store(redis_url, "proj") as store:
+        write(store, views[0], [1], [T0], {"x": [1.0]})
+        client = redis_server.client()
+        client.config_resetstat()
+        result = get_online_features(store, serving_plan(views), {"customer_id": [1, 2, 1], "merchant_id": [3, 4, 5]})
+        stats = client.info("commandstats")
+    assert result.values("a__x") == [1.0, None, 1.0]
+    # one HMGET per distinct entity key (2 customers, 3 merchants), holding every view of that key
+    assert stats["cmdstat_hmget"]["calls"] == 5 and "cmdstat_ping" not in stats

@@ -14,6 +14,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sync import FeatureStore, FeatureStoreError
 
@@ -282,3 +284,41 @@ def test_online_store_down_is_503_not_500(served, tmp_path):
         proc.terminate()
         proc.wait(10)
         redis.stop()
+
+
+_json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=False, allow_infinity=False),
+                          st.sampled_from(["", "a", "customer_id", "v:f"]))
+_json = st.recursive(_json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                            st.dictionaries(st.sampled_from(["a", "b", "customer_id"]), inner, max_size=3)),
+                     max_leaves=8)
+# near-valid bodies, so the edge cases of each field (1.0 or true as a key, 1 as a boolean, ...) get hit
+_near = {"features": st.one_of(st.lists(_json_scalars, max_size=3), _json),
+         "feature_service": _json_scalars,
+         "entities": st.one_of(st.dictionaries(st.sampled_from(["a", "customer_id"]), st.lists(_json_scalars, max_size=3),
+                                               max_size=2), _json),
+         "full_feature_names": _json_scalars,
+         "other": _json}
+_bodies = st.fixed_dictionaries({}, optional=_near)
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.one_of(_bodies, _json))
+def test_the_hot_path_parser_agrees_with_the_documented_model(body):
+    """POST /get-online-features is checked by hand (parse_request) for speed; it must accept
+    exactly what the OpenAPI model accepts."""
+    import orjson
+    from pydantic import ValidationError
+
+    from sync.serving.http import GetOnlineFeaturesRequest, InvalidRequest, parse_request
+
+    try:
+        GetOnlineFeaturesRequest.model_validate_json(orjson.dumps(body))
+        model_accepts = True
+    except ValidationError:
+        model_accepts = False
+    try:
+        parse_request(orjson.dumps(body))
+        hand_accepts = True
+    except InvalidRequest:
+        hand_accepts = False
+    assert hand_accepts == model_accepts, body

@@ -29,6 +29,14 @@ class ReadRequest:
     keys: Sequence[Sequence[object]]
 
 
+@dataclass(frozen=True)
+class FieldLookup:
+    """Entity keys, and the fields (``view@version``) to read of each of them."""
+
+    keys: Sequence[bytes]
+    fields: tuple[str, ...]
+
+
 @dataclass
 class ViewRows:
     """One view's answer, row i for key i of the request.
@@ -96,8 +104,8 @@ class OnlineStore(ABC):
         """
 
     @abstractmethod
-    def _fetch(self, requests: Sequence[ReadRequest], keys: list[list[bytes]]) -> list[list[bytes | None]]:
-        """Raw stored values, per request and key, in one round trip."""
+    def get_fields(self, lookups: Sequence[FieldLookup]) -> list[list[Sequence[bytes | None]]]:
+        """Raw stored values in one round trip: per lookup, per key, the value of each field (None: none)."""
 
     @abstractmethod
     def purge(self, field: str) -> int:
@@ -121,7 +129,26 @@ class OnlineStore(ABC):
             keys.append(encoded[memo])
         raw = self._fetch(requests, keys)
         now_us = int((time.time() if now is None else now) * 1_000_000)
-        return [_assemble(r.view, values, now_us) for r, values in zip(requests, raw)]
+        return [assemble(r.view, values, now_us) for r, values in zip(requests, raw)]
+
+    def _fetch(self, requests: Sequence[ReadRequest], keys: list[list[bytes]]) -> list[list[bytes | None]]:
+        # One lookup per distinct entity key, holding the fields of every view asked of it
+        # (keys asked for the same fields share one FieldLookup).
+        fields: dict[bytes, list[str]] = {}
+        for r, ks in zip(requests, keys):
+            for k in ks:
+                wanted = fields.setdefault(k, [])
+                if r.view.field not in wanted:
+                    wanted.append(r.view.field)
+        by_fields: dict[tuple[str, ...], list[bytes]] = {}
+        for k, fs in fields.items():
+            by_fields.setdefault(tuple(fs), []).append(k)
+        lookups = [FieldLookup(ks, fs) for fs, ks in by_fields.items()]
+        found: dict[bytes, dict[str, bytes | None]] = {}
+        for lookup, replies in zip(lookups, self.get_fields(lookups) if lookups else []):
+            for k, reply in zip(lookup.keys, replies):
+                found[k] = dict(zip(lookup.fields, reply))
+        return [[found[k][r.view.field] for k in ks] for r, ks in zip(requests, keys)]
 
     def __enter__(self) -> OnlineStore:
         return self
@@ -130,12 +157,18 @@ class OnlineStore(ABC):
         self.close()
 
 
-def _assemble(view: OnlineView, values: list[bytes | None], now_us: int) -> ViewRows:
+def expired_rows(view: OnlineView, found: np.ndarray, event_us: np.ndarray, now_us: int) -> np.ndarray:
+    """Rows stored but older than the view's TTL at ``now_us``: not served."""
+    if not view.ttl_seconds:
+        return np.zeros(len(found), dtype=bool)
+    # served only while event time >= now - TTL (inclusive, as in point-in-time joins)
+    return found & (event_us < now_us - view.ttl_seconds * 1_000_000)
+
+
+def assemble(view: OnlineView, values: list[bytes | None], now_us: int) -> ViewRows:
+    """One view's answer from its stored values (the general path: every feature an Arrow array)."""
     decoded = view.codec.decode(values)
-    expired = np.zeros(len(values), dtype=bool)
-    if view.ttl_seconds:
-        # served only while event time >= now - TTL (inclusive, as in point-in-time joins)
-        expired = decoded.found & (decoded.event_us < now_us - view.ttl_seconds * 1_000_000)
+    expired = expired_rows(view, decoded.found, decoded.event_us, now_us)
     present = decoded.found & ~expired
     columns = decoded.columns
     if expired.any():

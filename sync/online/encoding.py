@@ -34,6 +34,8 @@ from ..errors import FeatureStoreError
 FORMAT = 1
 HEADER = struct.Struct("<BIqq")  # format, schema tag, event µs, created µs
 HEADER_SIZE = HEADER.size  # 21
+_WRONG_LENGTH = "has the wrong length for this schema"
+_OTHER_SCHEMA = "was written with a different schema (or encoding format)"
 # A missing created timestamp orders before every real one (as in point-in-time joins).
 NO_CREATED = -(2**63)
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -105,6 +107,95 @@ class Decoded:
     columns: Columns  # feature -> Arrow array of N; null where not found or null
 
 
+class Records:
+    """Values of a view without variable-width features for N requested keys, as numpy records.
+
+    The fast read path: one structured array holds every feature, so nothing is built per
+    feature until a column is asked for (``ValueCodec.records``).
+    """
+
+    __slots__ = ("codec", "found", "rec", "event_us", "created_us")
+
+    def __init__(self, codec: ValueCodec, found: np.ndarray, rec: np.ndarray) -> None:
+        self.codec = codec
+        self.found = found  # bool[N]: a value is stored for the key
+        self.rec = rec  # ValueCodec.dtype[N]: zeros where not found
+        self.event_us = rec["event"]  # int64[N] (0 where not found)
+        self.created_us = rec["created"]
+
+    def any_null(self) -> bool:
+        """Some stored feature value is null (checked on the packed bitmaps)."""
+        return bool(self.codec.null_bytes) and bool(self.rec["nulls"].any())
+
+    def nulls(self) -> np.ndarray:
+        """bool[N, features]: the stored value of the feature is null."""
+        return self.codec._null_matrix(self.rec)
+
+    def column(self, feature: str, null: np.ndarray | None) -> FixedColumn:
+        """One feature; ``null`` marks its null rows (None: there are none)."""
+        return FixedColumn(self.codec, self.codec._fixed_slots[feature], self.rec, null)
+
+
+class FixedColumn:
+    """One fixed-width feature over N rows, read from the records when asked for.
+
+    Python values come straight from numpy; an Arrow array (the same one ``decode`` builds)
+    only for ``to_arrow`` and the types numpy does not give as Python values (times, dates).
+    """
+
+    __slots__ = ("_codec", "_slot", "_rec", "_null")
+
+    def __init__(self, codec: ValueCodec, slot: _Slot, rec: np.ndarray, null: np.ndarray | None) -> None:
+        self._codec, self._slot, self._rec, self._null = codec, slot, rec, null
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._rec[f"x{self._slot.index}"]
+
+    @property
+    def null_count(self) -> int:
+        return 0 if self._null is None else int(self._null.sum())
+
+    def is_null(self) -> np.ndarray:
+        return np.zeros(len(self._rec), dtype=bool) if self._null is None else self._null
+
+    def to_arrow(self) -> pa.Array:
+        return self._codec._fixed_array(self._slot, self.data, self.is_null())
+
+    def to_pylist(self) -> list:
+        kind = self._slot.dtype.element
+        if self._slot.dtype.is_vector or kind in ("timestamp", "date"):
+            return self.to_arrow().to_pylist()
+        data = self.data
+        values = (data.astype(bool) if kind == "bool" else data).tolist()
+        if self._null is not None:
+            for i in np.flatnonzero(self._null).tolist():  # nulls are few: set them, not test every value
+                values[i] = None
+        return values
+
+    def float32_rows(self) -> list[np.ndarray | None]:
+        """A vector feature's rows as float32 arrays (None where null)."""
+        if self._slot.dtype.element in ("timestamp", "date"):
+            return float32_rows(self.to_arrow())
+        rows: list = list(self.data.astype(np.float32, copy=False))
+        if self._null is not None:
+            for i in np.flatnonzero(self._null).tolist():
+                rows[i] = None
+        return rows
+
+
+def float32_rows(col: pa.Array) -> list[np.ndarray | None]:
+    """Rows of a list column as float32 arrays (None where null)."""
+    if pa.types.is_fixed_size_list(col.type):
+        # without a detour through Python floats
+        dim = col.type.list_size
+        child = col.values.slice(col.offset * dim, len(col) * dim)
+        rows = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(col), dim)
+        valid = col.is_valid().to_numpy(zero_copy_only=False)
+        return [rows[i] if valid[i] else None for i in range(len(col))]
+    return [None if v is None else np.asarray(v, dtype=np.float32) for v in col.to_pylist()]
+
+
 class ValueCodec:
     """Encodes rows of one view (one schema) into values and back, a batch at a time."""
 
@@ -121,6 +212,12 @@ class ValueCodec:
                 self.fixed.append(_Slot(i, f.name, dtype, element))
             else:  # strings, bytes, variable-length lists, lists of strings
                 self.var.append(_Slot(i, f.name, dtype, element))
+        self.feature_index = {f.name: i for i, f in enumerate(self.features)}
+        self._fixed_slots = {s.name: s for s in self.fixed}
+        # fixed-width numbers whose record field numpy turns straight into the Python values
+        self.plain_fields = {s.name: f"x{s.index}" for s in self.fixed if not s.dtype.is_vector
+                             and s.dtype.element in ("int32", "int64", "float32", "float64")}
+        self._header_prefix = struct.pack("<BI", FORMAT, self.tag)  # a value's first 5 bytes
         self.null_bytes = (len(self.features) + 7) // 8
         fields: list[tuple] = [("fmt", "u1"), ("tag", "<u4"), ("event", "<i8"), ("created", "<i8")]
         if self.null_bytes:
@@ -247,6 +344,11 @@ class ValueCodec:
         return pa.array(rows, pa.binary())
 
     # -- reading ----------------------------------------------------------------------
+    @property
+    def fixed_only(self) -> bool:
+        """Every feature is fixed-width: values decode as records (``records``)."""
+        return not self.var
+
     def decode(self, values: Sequence[bytes | None]) -> Decoded:
         """Decode N stored values (None where nothing is stored), vectorised per feature."""
         n = len(values)
@@ -255,26 +357,24 @@ class ValueCodec:
         m = len(present)
         lengths = np.fromiter(map(len, present), dtype=np.int64, count=m)
         if m and lengths.min() < self.fixed_size:
-            raise self._corrupt("is shorter than this schema's fixed part")
+            self._check_lengths(lengths)
         buf = np.frombuffer(b"".join(present), dtype=np.uint8)
         starts = np.zeros(m, dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
         if not self.var:
             if m and (lengths != self.fixed_size).any():
-                raise self._corrupt("has the wrong length for this schema")
+                self._check_lengths(lengths)
             rec = buf.view(self.dtype) if m else np.zeros(0, self.dtype)
         else:
             rec = buf[starts[:, None] + np.arange(self.fixed_size)].reshape(-1).view(self.dtype) if m \
                 else np.zeros(0, self.dtype)
-        if m and ((rec["fmt"] != FORMAT).any() or (rec["tag"] != self.tag).any()):
-            raise self._corrupt("was written with a different schema (or encoding format)")
+        self._check_header(rec)
         take = pa.array(np.where(found, np.cumsum(found) - 1, 0), mask=~found) if m < n else None
         event = np.zeros(n, dtype=np.int64)
         created = np.zeros(n, dtype=np.int64)
         event[found] = rec["event"]
         created[found] = rec["created"]
-        nulls = (np.unpackbits(rec["nulls"], axis=1, bitorder="little")[:, : len(self.features)].astype(bool)
-                 if self.null_bytes else np.zeros((m, 0), dtype=bool))
+        nulls = self._null_matrix(rec)
 
         def spread(col: pa.Array) -> pa.Array:  # found rows over the request, nulls where nothing is stored
             return col if m == n else col.take(take)
@@ -285,13 +385,55 @@ class ValueCodec:
         if self.var:
             var_lengths = np.stack([rec[f"n{s.index}"].astype(np.int64) for s in self.var], axis=1)
             if m and (lengths != self.fixed_size + var_lengths.sum(axis=1)).any():
-                raise self._corrupt("has the wrong length for this schema")
+                raise self._corrupt(_WRONG_LENGTH)
             position = starts + self.fixed_size
             for j, s in enumerate(self.var):
                 makers[s.name] = lambda s=s, at=position, sizes=var_lengths[:, j]: spread(
                     self._var_column(s, buf, at, sizes, nulls[:, s.index]))
                 position = position + var_lengths[:, j]
         return Decoded(found, event, created, Columns({f.name: makers[f.name] for f in self.features}))
+
+    def records(self, values: Sequence[bytes | None]) -> Records:
+        """Decode N stored values of a ``fixed_only`` view (None where nothing is stored) as records.
+
+        The same answers as ``decode`` with no Arrow array per feature: for a few keys
+        the per-array cost, not the bytes, is what a lookup spends its time on.
+        """
+        n = len(values)
+        present = [v for v in values if v is not None]
+        joined = b"".join(present)
+        if len(joined) != len(present) * self.fixed_size:
+            self._check_lengths(np.fromiter(map(len, present), dtype=np.int64, count=len(present)))
+        if len(present) <= 16:  # a few values: bytes.startswith beats numpy's per-call cost
+            if not all(v.startswith(self._header_prefix) for v in present):
+                raise self._corrupt(_OTHER_SCHEMA)
+            rec = np.frombuffer(joined, dtype=self.dtype)
+        else:
+            rec = np.frombuffer(joined, dtype=self.dtype)
+            self._check_header(rec)
+        if len(present) == n:
+            return Records(self, np.ones(n, dtype=bool), rec)
+        # spread the stored values over the request, zeros where nothing is stored
+        found = np.fromiter((v is not None for v in values), dtype=bool, count=n)
+        spread = np.zeros(n, dtype=self.dtype)
+        spread[found] = rec
+        return Records(self, found, spread)
+
+    def _check_lengths(self, lengths: np.ndarray) -> None:
+        if len(lengths) and lengths.min() < self.fixed_size:
+            raise self._corrupt("is shorter than this schema's fixed part")
+        raise self._corrupt(_WRONG_LENGTH)
+
+    def _check_header(self, rec: np.ndarray) -> None:
+        if len(rec) and ((rec["fmt"] != FORMAT).any() or (rec["tag"] != self.tag).any()):
+            raise self._corrupt(_OTHER_SCHEMA)
+
+    def _null_matrix(self, rec: np.ndarray) -> np.ndarray:
+        """bool[N, features] from the records' null bitmaps."""
+        if not self.null_bytes:
+            return np.zeros((len(rec), 0), dtype=bool)
+        bits = np.unpackbits(rec["nulls"], axis=1, bitorder="little")[:, : len(self.features)]
+        return bits.view(bool)  # unpackbits gives 0/1 bytes: a valid bool view, no copy
 
     def _var_column(self, s: _Slot, buf: np.ndarray, at: np.ndarray, sizes: np.ndarray, null: np.ndarray) -> pa.Array:
         """Gather one variable-width feature's bytes (``sizes`` bytes at ``at`` per row) into an array."""
@@ -380,6 +522,28 @@ def _cast(col: pa.Array, target: pa.DataType, fail: Callable[[int, str], Encodin
 
 # -- keys ------------------------------------------------------------------------------
 
+def _key_text(name: str, typ: str, values: Sequence[object], view: str) -> list[str]:
+    """One join key's values as key text, checked against its type (string | int32 | int64)."""
+    def fail(value: object, what: str) -> FeatureStoreError:
+        return FeatureStoreError(f"{view}: join key {name!r} ({typ}): {value!r} {what}")
+
+    if typ == "string":
+        if not all(type(v) is str for v in values):
+            bad = next((v for v in values if not isinstance(v, str)), None)
+            if bad is not None:
+                raise fail(bad, "is not a string")
+        return [v.replace("%", "%25").replace(":", "%3A") for v in values]  # type: ignore[union-attr]
+    if not all(type(v) is int for v in values):  # the common case checked at C speed
+        bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None)
+        if bad is not None:
+            raise fail(bad, "is not an integer")
+        values = [int(v) for v in values]  # type: ignore[call-overload]
+    bits = 31 if typ == "int32" else 63
+    if values and not (-(2**bits) <= min(values) and max(values) < 2**bits):  # type: ignore[type-var]
+        raise fail(next(v for v in values if not -(2**bits) <= v < 2**bits), "is out of range")  # type: ignore[operator]
+    return [str(v) for v in values]
+
+
 @dataclass(frozen=True)
 class KeyCodec:
     """Entity keys of one entity set: ``<namespace>:<value>[:<value>...]``.
@@ -416,32 +580,26 @@ class KeyCodec:
         return joined.cast(pa.binary())
 
     def encode_rows(self, rows: Sequence[Sequence[object]], view: str) -> list[bytes]:
-        """Keys for lookups given as Python tuples (checked against the entity types).
-
-        The same bytes as ``encode``, built in Python: a lookup has few keys, and there a
-        string format is cheaper than Arrow kernels (tests hold the two paths equal).
-        """
+        """Keys for lookups given as Python tuples (checked against the entity types)."""
         width = len(self.join_keys)
-        out = []
         for row in rows:
             if len(row) != width:
                 raise FeatureStoreError(f"{view}: a key must have {width} value(s) "
                                         f"({', '.join(self.join_keys)}), got {tuple(row)!r}")
-            parts = []
-            for name, typ, value in zip(self.join_keys, self.key_types, row):
-                if typ == "string":
-                    if not isinstance(value, str):
-                        raise FeatureStoreError(f"{view}: join key {name!r} ({typ}): {value!r} is not a string")
-                    parts.append(value.replace("%", "%25").replace(":", "%3A"))
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                    raise FeatureStoreError(f"{view}: join key {name!r} ({typ}): {value!r} is not an integer")
-                bits = 31 if typ == "int32" else 63
-                if not -(2**bits) <= int(value) < 2**bits:
-                    raise FeatureStoreError(f"{view}: join key {name!r} ({typ}): {value!r} is out of range")
-                parts.append(str(int(value)))
-            out.append(f"{self.namespace}:{':'.join(parts)}".encode())
-        return out
+        columns = [[row[j] for row in rows] for j in range(width)]
+        return self.encode_columns(columns, view)
+
+    def encode_columns(self, columns: Sequence[Sequence[object]], view: str) -> list[bytes]:
+        """Keys for lookups given as one Python sequence per join key (checked against the entity types).
+
+        The same bytes as ``encode``, built in Python: a lookup has few keys, and there a
+        string format is cheaper than Arrow kernels (tests hold the two paths equal).
+        """
+        parts = [_key_text(name, typ, values, view) for name, typ, values in zip(self.join_keys, self.key_types, columns)]
+        head = f"{self.namespace}:"
+        if len(parts) == 1:
+            return [(head + text).encode() for text in parts[0]]
+        return [(head + ":".join(texts)).encode() for texts in zip(*parts)]
 
     def arrays(self, rows: Sequence[Sequence[object]], view: str) -> list[pa.Array]:
         """Join-key columns from Python tuples, checked against the entity types."""

@@ -4,14 +4,15 @@ Writes go through a Lua script that handles a whole batch per call: it keeps a r
 its (event, created) time is not older than the stored one, so runs in any order (or at
 the same time) end with the newest value. The batch is sent as one pre-built RESP
 command, assembled by Arrow kernels from the encoded keys and values, and several batches
-are kept in flight so the server never waits for the client. Reads are one pipeline of
-HMGET, one per entity key, with every requested field of that key: one round trip.
+are kept in flight so the server never waits for the client. Reads are HMGETs, one per
+entity key with every requested field of that key, sent pre-packed: one round trip.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import ssl
 import threading
@@ -26,7 +27,7 @@ import redis
 from redis import exceptions as rex
 
 from ..errors import FeatureStoreError
-from .base import META, BatchWriter, OnlineStore, ReadRequest
+from .base import META, BatchWriter, FieldLookup, OnlineStore
 from .config import OnlineConfig
 from .spec import OnlineView
 
@@ -184,6 +185,9 @@ class RedisOnlineStore(OnlineStore):
         with self.errors():
             self._client.ping()
         self._scripts: dict[str, bytes] = {}
+        self._packed_fields: dict[tuple[str, ...], tuple[bytes, bytes]] = {}
+        self._idle: list = []  # reader connections (taken from the pool, never given back)
+        self._idle_pid = os.getpid()
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
         return redis_errors(self.display, self._password)
@@ -230,23 +234,58 @@ class RedisOnlineStore(OnlineStore):
                     return removed
 
     # -- reading ----------------------------------------------------------------------
-    def _fetch(self, requests: Sequence[ReadRequest], keys: list[list[bytes]]) -> list[list[bytes | None]]:
-        # One HMGET per distinct entity key, holding the fields of every view asked of it.
-        fields: dict[bytes, list[str]] = {}
-        for r, ks in zip(requests, keys):
-            for k in ks:
-                wanted = fields.setdefault(k, [])
-                if r.view.field not in wanted:
-                    wanted.append(r.view.field)
-        if not fields:
-            return [[] for _ in requests]
-        pipe = self._client.pipeline(transaction=False)
-        for k, fs in fields.items():
-            pipe.execute_command("HMGET", k, *fs)
+    def get_fields(self, lookups: Sequence[FieldLookup]) -> list[list[Sequence[bytes | None]]]:
+        # One HMGET per entity key, all sent as one pre-packed buffer and answered in one round
+        # trip. A redis-py Pipeline costs more than the round trip itself for a few keys.
+        count = sum(len(lookup.keys) for lookup in lookups)
+        if not count:
+            return [[] for _ in lookups]
+        command = b"".join([self._hmgets(lookup) for lookup in lookups])
         with self.errors():
-            replies = pipe.execute()
-        found = {k: dict(zip(fs, reply)) for (k, fs), reply in zip(fields.items(), replies)}
-        return [[found[k][r.view.field] for k in ks] for r, ks in zip(requests, keys)]
+            replies = self._round_trip(command, count)
+        out, at = [], 0
+        for lookup in lookups:
+            out.append(replies[at:at + len(lookup.keys)])
+            at += len(lookup.keys)
+        return out
+
+    def _hmgets(self, lookup: FieldLookup) -> bytes:
+        packed = self._packed_fields.get(lookup.fields)
+        if packed is None:  # the same few field lists come back on every call
+            head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(lookup.fields))
+            packed = self._packed_fields[lookup.fields] = (head, _bulk(*(f.encode() for f in lookup.fields)))
+        head, fields = packed
+        return b"".join([b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, fields) for k in lookup.keys])
+
+    def _round_trip(self, command: bytes, count: int) -> list:
+        """Send ``command`` (``count`` commands) and read their replies on a reader connection."""
+        conn = self._reader()
+        try:
+            try:
+                conn.send_packed_command([command], check_health=False)
+                return [conn.read_response() for _ in range(count)]
+            except rex.ConnectionError:
+                # a connection the server closed while idle (a restart, a timeout): once more on a
+                # fresh one; reads are idempotent
+                conn.disconnect()
+                conn.send_packed_command([command], check_health=False)
+                return [conn.read_response() for _ in range(count)]
+        except BaseException:
+            conn.disconnect()  # replies may be unread: it reconnects when next used
+            raise
+        finally:
+            self._idle.append(conn)
+
+    def _reader(self):
+        """A connection for reads, kept by this store between calls (the pool's checkout costs
+        more than a small read); one per concurrent reader, none shared across a fork."""
+        if self._idle_pid != os.getpid():
+            self._idle, self._idle_pid = [], os.getpid()
+        try:
+            return self._idle.pop()
+        except IndexError:
+            with self.errors():
+                return self._client.connection_pool.get_connection()
 
 
 class _RedisWriter(BatchWriter):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import FeatureStoreError
-from .base import BatchWriter, OnlineStore, ReadRequest
+from .base import BatchWriter, FieldLookup, OnlineStore
 from .config import OnlineConfig
 from .spec import OnlineView
 
@@ -123,23 +123,27 @@ class SqliteOnlineStore(OnlineStore):
             raise
         self._db.execute("commit")
 
-    def _fetch(self, requests: Sequence[ReadRequest], keys: list[list[bytes]]) -> list[list[bytes | None]]:
-        out: list[list[bytes | None]] = []
+    def get_fields(self, lookups: Sequence[FieldLookup]) -> list[list[Sequence[bytes | None]]]:
+        out: list[list[Sequence[bytes | None]]] = []
         try:
             self._db.execute("begin")  # one snapshot for every view: a consistent answer
-            for r, ks in zip(requests, keys):
-                found: dict[bytes, bytes] = {}
-                for start in range(0, len(ks), _CHUNK):
-                    chunk = ks[start:start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    found.update(self._db.execute(
-                        f"select entity_key, value from online_values where field = ? and entity_key in ({marks})",
-                        (self._field(r.view.field), *chunk)).fetchall())
-                out.append([found.get(k) for k in ks])
+            for lookup in lookups:
+                per_field = [self._values(field, lookup.keys) for field in lookup.fields]
+                out.append([[found.get(k) for found in per_field] for k in lookup.keys])
             self._db.execute("commit")
         except sqlite3.Error as exc:
             raise FeatureStoreError(f"the online store {self.display} failed: {exc}") from None
         return out
+
+    def _values(self, field: str, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(self._db.execute(
+                f"select entity_key, value from online_values where field = ? and entity_key in ({marks})",
+                (self._field(field), *chunk)).fetchall())
+        return found
 
 
 class _SqliteWriter(BatchWriter):

@@ -7,8 +7,9 @@ and serving, so there is no skew between them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,9 @@ import pyarrow as pa
 from ..contract import parse_data_type
 from ..definitions import FeatureRef
 from ..errors import FeatureStoreError
-from ..online import OnlineStore, OnlineView, ReadRequest, ViewRows
+from ..online import OnlineStore, OnlineView
+from ..online.base import FieldLookup, assemble, expired_rows
+from ..online.encoding import UTC_US, Columns, FixedColumn, float32_rows
 
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE, NULL_VALUE = range(4)
 STATUS_NAMES = ("PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE")
@@ -29,19 +32,39 @@ class EntityRowsError(FeatureStoreError):
 
 
 @dataclass(frozen=True)
+class KeyGroup:
+    """Views of the same entities: one lookup per entity key reads all their fields at once."""
+
+    join_keys: tuple[str, ...]
+    views: tuple[tuple[OnlineView, tuple[tuple[str, str, bool], ...]], ...]  # as in OnlinePlan.views
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(view.field for view, _ in self.views)
+
+
+@dataclass(frozen=True)
 class OnlinePlan:
-    """Which view versions to read and what to call each feature: fixed per registry serial."""
+    """Which view versions to read and what to call each feature: fixed per registry serial,
+    so a call only encodes keys, does one round trip and decodes."""
 
-    # (view, ((feature, output name, is a vector), ...))
     views: tuple[tuple[OnlineView, tuple[tuple[str, str, bool], ...]], ...]
+    groups: tuple[KeyGroup, ...] = field(init=False, repr=False, compare=False)
+    output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    join_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # output name -> (index in views, feature, is a vector)
+    locate: dict[str, tuple[int, str, bool]] = field(init=False, repr=False, compare=False)
 
-    @property
-    def output_names(self) -> list[str]:
-        return [out for _, feats in self.views for _, out, _ in feats]
-
-    @property
-    def join_keys(self) -> list[str]:
-        return list(dict.fromkeys(k for view, _ in self.views for k in view.join_keys))
+    def __post_init__(self) -> None:
+        grouped: dict[tuple, list] = {}
+        for view, feats in self.views:
+            grouped.setdefault((view.entities, view.join_keys, view.key_types), []).append((view, feats))
+        groups = tuple(KeyGroup(memo[1], tuple(views)) for memo, views in grouped.items())
+        object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "output_names", tuple(out for _, feats in self.views for _, out, _ in feats))
+        object.__setattr__(self, "join_keys", tuple(dict.fromkeys(k for view, _ in self.views for k in view.join_keys)))
+        object.__setattr__(self, "locate", {out: (i, feat, is_vector) for i, (_, feats) in enumerate(self.views)
+                                            for feat, out, is_vector in feats})
 
 
 def make_plan(registry: dict, refs: Sequence[FeatureRef], full_feature_names: bool) -> OnlinePlan:
@@ -90,49 +113,117 @@ def entity_columns(entity_rows: Any) -> tuple[dict[str, list], int]:
     raise EntityRowsError(f"entity_rows must be a list of dicts, a dict of lists or a table, not {type(entity_rows).__name__}")
 
 
-class OnlineResponse:
-    """Columnar: feature name -> values, with per-value status and event time on request."""
+class ArrowColumn:
+    """A feature decoded by the general path (``ValueCodec.decode``): an Arrow array."""
 
-    def __init__(self, entities: dict[str, list], features: dict[str, pa.Array], statuses: dict[str, np.ndarray],
-                 event_timestamps: dict[str, pa.Array], vectors: set[str]) -> None:
+    __slots__ = ("_array",)
+
+    def __init__(self, array: pa.Array) -> None:
+        self._array = array
+
+    @property
+    def null_count(self) -> int:
+        return self._array.null_count
+
+    def is_null(self) -> np.ndarray:
+        return self._array.is_null().to_numpy(zero_copy_only=False)
+
+    def to_arrow(self) -> pa.Array:
+        return self._array
+
+    def to_pylist(self) -> list:
+        return self._array.to_pylist()
+
+    def float32_rows(self) -> list[np.ndarray | None]:
+        return float32_rows(self._array)
+
+
+Column = ArrowColumn | FixedColumn
+
+
+class EventTimes:
+    """A view's event time per row (null where nothing is stored), shared by its features."""
+
+    __slots__ = ("_us", "_found", "_arrow", "_iso")
+
+    def __init__(self, event_us: np.ndarray, found: np.ndarray) -> None:
+        self._us, self._found = event_us, found
+        self._arrow: pa.Array | None = None
+        self._iso: list[str | None] | None = None
+
+    def to_arrow(self) -> pa.Array:
+        if self._arrow is None:
+            self._arrow = pa.array(self._us, mask=~self._found).view(UTC_US)
+        return self._arrow
+
+    def iso(self) -> list[str | None]:
+        """ISO 8601 UTC with microseconds and ``Z`` (as ``strftime('%Y-%m-%dT%H:%M:%SZ')`` in Arrow)."""
+        if self._iso is None:
+            text = np.datetime_as_string(self._us.astype("datetime64[us]"), unit="us")
+            self._iso = [f"{t}Z" if found else None for t, found in zip(text.tolist(), self._found.tolist())]
+        return self._iso
+
+
+class OnlineResponse:
+    """Columnar: feature name -> values, with per-value status and event time on request.
+
+    Held per view (the decoded answer and one status array); a feature's values are made
+    when asked for, from its view's answer.
+    """
+
+    def __init__(self, plan: OnlinePlan, entities: dict[str, list], answers: list[_Answer], n: int) -> None:
         self.entities = entities
-        self.features = features
-        self._statuses = statuses
-        self._event_timestamps = event_timestamps
-        self._vectors = vectors
+        self._plan = plan
+        self._answers = answers
+        self._n = n
 
     def __len__(self) -> int:
-        return len(next(iter(self.features.values()))) if self.features else 0
+        return self._n
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._plan.output_names)
+
+    @property
+    def features(self) -> Columns:
+        """feature -> Arrow array (built when first asked for)."""
+        return Columns({name: (lambda name=name: self._column(name).to_arrow()) for name in self._plan.output_names})
+
+    def _column(self, name: str) -> Column:
+        i, feat, _ = self._plan.locate[name]
+        return self._answers[i].column(feat)
 
     def values(self, name: str) -> list:
-        col = self.features[name]
-        if name not in self._vectors:
-            return col.to_pylist()
-        if pa.types.is_fixed_size_list(col.type):
-            # vectors as float32 arrays, without a detour through Python floats
-            dim = col.type.list_size
-            child = col.values.slice(col.offset * dim, len(col) * dim)
-            rows = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(col), dim)
-            valid = col.is_valid().to_numpy(zero_copy_only=False)
-            return [rows[i] if valid[i] else None for i in range(len(col))]
-        return [None if v is None else np.asarray(v, dtype=np.float32) for v in col.to_pylist()]
+        i, feat, is_vector = self._plan.locate[name]
+        return self._answers[i].values(feat, is_vector)
+
+    def items(self) -> Iterator[tuple[str, list, np.ndarray, EventTimes]]:
+        """Every feature in order: name, values, status codes, event times (shared within a view)."""
+        for (_, feats), answer in zip(self._plan.views, self._answers):
+            for feat, out, is_vector in feats:
+                yield out, answer.values(feat, is_vector), answer.status(feat), answer.times
 
     def status_codes(self, name: str) -> np.ndarray:
         """Per-value status codes (indexes into STATUS_NAMES); shared by a view's features."""
-        return self._statuses[name]
+        i, feat, _ = self._plan.locate[name]
+        return self._answers[i].status(feat)
+
+    def event_times(self, name: str) -> EventTimes:
+        """The event times of the feature's view (one object per view)."""
+        return self._answers[self._plan.locate[name][0]].times
 
     def event_timestamp_array(self, name: str) -> pa.Array:
-        return self._event_timestamps[name]
+        return self.event_times(name).to_arrow()
 
     def statuses(self, name: str) -> list[str]:
-        return [STATUS_NAMES[s] for s in self._statuses[name]]
+        return [STATUS_NAMES[s] for s in self.status_codes(name)]
 
     def event_timestamps(self, name: str) -> list[datetime | None]:
-        return self._event_timestamps[name].to_pylist()
+        return self.event_times(name).to_arrow().to_pylist()
 
     def to_dict(self, include_status: bool = False, include_event_timestamps: bool = False) -> dict[str, list]:
         out: dict[str, list] = dict(self.entities)
-        for name in self.features:
+        for name in self._plan.output_names:
             out[name] = self.values(name)
             if include_status:
                 out[f"{name}__status"] = self.statuses(name)
@@ -141,79 +232,165 @@ class OnlineResponse:
         return out
 
     def to_arrow(self) -> pa.Table:
-        return pa.table({**{k: pa.array(v) for k, v in self.entities.items()}, **self.features})
+        return pa.table({**{k: pa.array(v) for k, v in self.entities.items()},
+                         **{name: self._column(name).to_arrow() for name in self._plan.output_names}})
 
     def to_pandas(self):
         return self.to_arrow().to_pandas()
 
 
-def _view_keys(view: OnlineView, columns: dict[str, list]) -> tuple[list[tuple], np.ndarray | None]:
-    """The key tuples to look up, and which rows they are (None: every row)."""
-    missing = [k for k in view.join_keys if k not in columns]
+@dataclass
+class _Keys:
+    """One key group's lookup: which entity key each request row reads (None: a null join key)."""
+
+    rows: list[bytes | None] | None  # per request row; None: every row reads unique[i]
+    unique: list[bytes]  # the keys to fetch, each once
+
+    def values(self, replies: list[Sequence[bytes | None]], j: int) -> list[bytes | None]:
+        """The stored values of the group's j-th view, per request row."""
+        if self.rows is None:
+            return [reply[j] for reply in replies]
+        at = {k: reply for k, reply in zip(self.unique, replies)}
+        return [None if k is None else at[k][j] for k in self.rows]
+
+
+def _group_keys(store: OnlineStore, group: KeyGroup, columns: dict[str, list], n: int) -> _Keys:
+    view = group.views[0][0]
+    missing = [k for k in group.join_keys if k not in columns]
     if missing:
-        raise EntityRowsError(f"feature view {view.name!r} needs join key(s) {', '.join(view.join_keys)}; "
+        raise EntityRowsError(f"feature view {view.name!r} needs join key(s) {', '.join(group.join_keys)}; "
                               f"the entity rows have {', '.join(columns) or 'none'} (missing {', '.join(missing)})")
-    cols = [columns[k] for k in view.join_keys]
-    keys = list(zip(*cols)) if len(cols) > 1 else [(v,) for v in cols[0]]
-    if all(None not in key for key in keys):
-        return keys, None
-    rows = np.array([i for i, key in enumerate(keys) if None not in key], dtype=np.int64)
-    return [keys[i] for i in rows], rows
+    cols = [columns[k] for k in group.join_keys]
+    codec = store.key_codec(view)
+    if not any(None in col for col in cols):
+        keys = codec.encode_columns(cols, view.name)
+        unique = list(dict.fromkeys(keys))
+        return _Keys(None if len(unique) == n else keys, unique)  # type: ignore[arg-type]
+    usable = [i for i in range(n) if all(col[i] is not None for col in cols)]  # a null key: no such entity
+    keys = codec.encode_columns([[col[i] for i in usable] for col in cols], view.name)
+    rows: list[bytes | None] = [None] * n
+    for i, key in zip(usable, keys):
+        rows[i] = key
+    return _Keys(rows, list(dict.fromkeys(keys)))
 
 
-def _spread(values: pa.Array, rows: np.ndarray | None, n: int) -> pa.Array:
-    """Values for the looked-up rows placed back among n rows (nulls elsewhere)."""
-    if rows is None:
-        return values
-    index = np.full(n, -1, dtype=np.int64)
-    index[rows] = np.arange(len(rows))
-    return values.take(pa.array(index, mask=index < 0))
+class _Answer:
+    """One view's answer over the request rows, whichever path decoded it."""
+
+    def __init__(self, present: np.ndarray, expired: np.ndarray, times: EventTimes,
+                 stored_nulls: dict[str, np.ndarray]) -> None:
+        self.present = present  # stored and within the TTL: served
+        self.expired = expired  # stored, older than the TTL: not served
+        self.times = times
+        # feature -> served rows whose stored value is null (only features that have any)
+        self._stored_nulls = stored_nulls
+        self._feature_status: dict[str, np.ndarray] = {}
+        if present.all():
+            self._status = np.zeros(len(present), dtype=np.uint8)  # PRESENT == 0
+        else:
+            self._status = np.full(len(present), NOT_FOUND, dtype=np.uint8)
+            self._status[present] = PRESENT
+            self._status[expired] = OUTSIDE_MAX_AGE
+
+    def status(self, feature: str) -> np.ndarray:
+        """Per-row status: the view's array, or (made once) a copy with NULL_VALUE where the stored value is null."""
+        stored = self._stored_nulls.get(feature)
+        if stored is None:
+            return self._status
+        if feature not in self._feature_status:
+            status = self._status.copy()
+            status[stored] = NULL_VALUE
+            self._feature_status[feature] = status
+        return self._feature_status[feature]
+
+    def column(self, feature: str) -> Column:
+        raise NotImplementedError
+
+    def values(self, feature: str, is_vector: bool) -> list:
+        col = self.column(feature)
+        # vectors as float32 arrays, without a detour through Python floats
+        return col.float32_rows() if is_vector else col.to_pylist()
 
 
-def _spread_status(status: np.ndarray, rows: np.ndarray | None, n: int) -> np.ndarray:
-    if rows is None:
-        return status
-    out = np.full(n, NOT_FOUND, dtype=np.uint8)
-    out[rows] = status
-    return out
+class _RecordsAnswer(_Answer):
+    """The fast path: the view's values as numpy records (``ValueCodec.records``)."""
+
+    def __init__(self, view: OnlineView, features: list[str], values: list[bytes | None], now_us: int) -> None:
+        records = view.codec.records(values)
+        expired = expired_rows(view, records.found, records.event_us, now_us)
+        present = records.found & ~expired if view.ttl_seconds else records.found
+        self._records = records
+        self._plain = view.codec.plain_fields
+        self._masked: np.ndarray | None = None  # bool[N, features]: null as served; None: no nulls at all
+        stored_nulls = {}
+        if not present.all() or records.any_null():
+            nulls = records.nulls()
+            self._masked = nulls | ~present[:, None]  # rows not served are null in every feature
+            self._null_any = self._masked.any(axis=0)
+            self._index = view.codec.feature_index
+            stored = nulls & present[:, None]
+            any_stored = stored.any(axis=0)
+            for feat in features:
+                if any_stored[self._index[feat]]:
+                    stored_nulls[feat] = stored[:, self._index[feat]]
+        super().__init__(present, expired, EventTimes(records.event_us, records.found), stored_nulls)
+
+    def column(self, feature: str) -> Column:
+        if self._masked is None:
+            return self._records.column(feature, None)
+        i = self._index[feature]
+        return self._records.column(feature, self._masked[:, i] if self._null_any[i] else None)
+
+    def values(self, feature: str, is_vector: bool) -> list:
+        field = self._plain.get(feature)
+        if field is not None and (self._masked is None or not self._null_any[self._index[feature]]):
+            return self._records.rec[field].tolist()  # numbers without nulls: numpy gives the Python values
+        return super().values(feature, is_vector)
 
 
-def get_online_features(store: OnlineStore, plan: OnlinePlan, entity_rows: Any, now: float | None = None) -> OnlineResponse:
+class _ArrowAnswer(_Answer):
+    """The general path: an Arrow array per feature (``ValueCodec.decode``), every type."""
+
+    def __init__(self, view: OnlineView, features: list[str], values: list[bytes | None], now_us: int) -> None:
+        rows = assemble(view, values, now_us)
+        self._columns = rows.columns
+        stored_nulls = {}
+        if rows.present.any():
+            for name in features:  # only these are decoded
+                col = rows.columns[name]
+                if col.null_count:
+                    stored = col.is_null().to_numpy(zero_copy_only=False) & rows.present
+                    if stored.any():
+                        stored_nulls[name] = stored
+        found = rows.present | rows.expired
+        event_us = rows.event_timestamp.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        super().__init__(rows.present, rows.expired, EventTimes(event_us, found), stored_nulls)
+
+    def column(self, feature: str) -> Column:
+        return ArrowColumn(self._columns[feature])
+
+
+def get_online_features(store: OnlineStore, plan: OnlinePlan, entity_rows: Any, now: float | None = None,
+                        *, fast: bool = True) -> OnlineResponse:
+    """Feature values for every entity row in one round trip.
+
+    ``fast``: decode views without variable-width features as numpy records (the default);
+    False decodes every view with the general path (an Arrow array per feature); both give
+    the same answers (tests compare them).
+    """
     columns, n = entity_columns(entity_rows)
-    by_keys: dict[tuple[str, ...], tuple] = {}  # views with the same join keys share one key list
-    lookups = []
-    for view, _ in plan.views:
-        if view.join_keys not in by_keys:
-            by_keys[view.join_keys] = _view_keys(view, columns)
-        lookups.append((view, *by_keys[view.join_keys]))
     try:
-        answers: list[ViewRows] = store.read([ReadRequest(view, keys) for view, keys, _ in lookups], now=now)
-    except FeatureStoreError as exc:
-        if "join key" in str(exc) or "key must have" in str(exc):
-            raise EntityRowsError(str(exc)) from None
+        lookups = [_group_keys(store, group, columns, n) for group in plan.groups]
+    except EntityRowsError:
         raise
-    features: dict[str, pa.Array] = {}
-    statuses: dict[str, np.ndarray] = {}
-    events: dict[str, pa.Array] = {}
-    vectors: set[str] = set()
-    for (view, keys, rows), answer, (_, feats) in zip(lookups, answers, plan.views):
-        # one status array per view; a feature gets its own copy only if it has nulls
-        status = np.full(len(keys), NOT_FOUND, dtype=np.uint8)
-        status[answer.present] = PRESENT
-        status[answer.expired] = OUTSIDE_MAX_AGE
-        view_status = _spread_status(status, rows, n)
-        event = _spread(answer.event_timestamp, rows, n)
-        for feat, out, is_vector in feats:
-            col = answer.columns[feat]
-            if col.null_count and answer.present.any():
-                per_value = status.copy()
-                per_value[np.asarray(col.is_null()) & answer.present] = NULL_VALUE
-                statuses[out] = _spread_status(per_value, rows, n)
-            else:
-                statuses[out] = view_status
-            features[out] = _spread(col, rows, n)
-            events[out] = event
-            if is_vector:
-                vectors.add(out)
-    keys_out = {k: columns[k] for k in plan.join_keys}
-    return OnlineResponse(keys_out, features, statuses, events, vectors)
+    except FeatureStoreError as exc:  # a key of the wrong type or out of range
+        raise EntityRowsError(str(exc)) from None
+    replies = store.get_fields([FieldLookup(keys.unique, group.fields) for keys, group in zip(lookups, plan.groups)])
+    now_us = int((time.time() if now is None else now) * 1_000_000)
+    answers: dict[str, _Answer] = {}
+    for group, keys, group_replies in zip(plan.groups, lookups, replies):
+        for j, (view, feats) in enumerate(group.views):
+            answer = _RecordsAnswer if fast and view.codec.fixed_only else _ArrowAnswer
+            answers[view.name] = answer(view, [feat for feat, _, _ in feats], keys.values(group_replies, j), now_us)
+    entities = {k: columns[k] for k in plan.join_keys}
+    return OnlineResponse(plan, entities, [answers[view.name] for view, _ in plan.views], n)
