@@ -36,6 +36,12 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    @property
+    def alive(self) -> bool:
+        # the server closes keep-alive connections idle for a while (uvicorn: 5 s); a request
+        # written to one would get no answer and hang the run
+        return self.transport is not None and not self.transport.is_closing() and not self.closed.done()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._answer(None)
         if not self.closed.done():
@@ -102,9 +108,11 @@ class _Load:
             self.error("client_overload")
             return
         self.in_flight += 1
-        if self.idle:
-            self.send(self.idle.pop(), request, scheduled)
-            return
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.alive:
+                self.send(conn, request, scheduled)
+                return
         self.waiting.append((request, scheduled))
         if self.connections < MAX_CONNECTIONS:
             self.connections += 1

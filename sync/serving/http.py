@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -296,6 +297,11 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        # Everything imported and built so far lives as long as the server: move it out of
+        # the collector's reach, or each full collection rescans it (~30 ms measured, the
+        # whole p99.9 of a 500 req/s run) while requests wait.
+        gc.collect()
+        gc.freeze()
         task = asyncio.create_task(refresh_forever())
         try:
             yield
