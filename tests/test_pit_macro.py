@@ -180,7 +180,7 @@ def test_built_views_are_resolved_and_join_without_tie_break(pit, created, pair,
     the macro and the Python API then skip the tie-break and still equal the oracle."""
     from sync.definitions import Entity, FeatureRef
     from sync.lake import Lake
-    from sync.offline.historical import connect, get_historical_features, is_resolved
+    from sync.offline.historical import connect, get_historical_features, is_resolved, parquet_files
 
     project, _ = pit
     created = unique_by(created, "ka", "ts", "created")
@@ -206,7 +206,7 @@ def test_built_views_are_resolved_and_join_without_tie_break(pit, created, pair,
         assert con.sql("select * from train_built order by rid").to_arrow_table().to_pylist() == expected
 
     lake, view = Lake(str(project.data)), _built_view()
-    assert is_resolved(connect(), lake, view)
+    assert is_resolved(connect(), parquet_files(lake, view), view)
     got = get_historical_features(lake, {view.name: view}, {"a": Entity("a", ("ka",), "int64")},
                                   entity_table(entities), [FeatureRef(view.name, "x"), FeatureRef(view.name, "s")])
     assert got.select(["x", "s"]).to_pylist() == [{"x": r["x"], "s": r["s"]} for r in expected]
@@ -218,7 +218,7 @@ def test_unmarked_or_mismarked_files_keep_the_tie_break(pit, tmp_path):
 
     from sync.definitions import OfflineLocation
     from sync.lake import Lake
-    from sync.offline.historical import connect, is_resolved
+    from sync.offline.historical import connect, is_resolved, parquet_files
 
     project, _ = pit
     ties = [{"ka": 1, "ts": minutes(1), "created": minutes(c), "x": float(c), "s": None} for c in (2, 5, 3)]
@@ -235,7 +235,7 @@ def test_unmarked_or_mismarked_files_keep_the_tie_break(pit, tmp_path):
     for case, metas in cases.items():
         for i, meta in enumerate(metas):
             pq.write_table(table.replace_schema_metadata(meta), folder / f"part-{i}.parquet")
-        assert is_resolved(connect(), Lake(str(tmp_path)), view) is (case == "marked"), case
+        assert is_resolved(connect(), parquet_files(Lake(str(tmp_path)), view), view) is (case == "marked"), case
         proc = project.dbt("run-operation", "resolved_probe", "--args",
                            json.dumps({"files": f"{folder}/**/*.parquet", "grain": ["ka", "ts"]}))
         assert f"RESOLVED_PROBE {case == 'marked'}" in proc.stdout, (case, proc.stdout)

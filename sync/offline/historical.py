@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from ..definitions import Entity, FeatureRef, FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from .parquet import is_folder
 
 ROW = "__fs_row"
 TS = "__fs_ts"
@@ -129,19 +130,15 @@ def _check_keys(table: pa.Table, request: ViewRequest, entities: dict[str, Entit
                 f"entity_df column {key!r} is {actual}, but join key {key!r} of {request.view.name!r} is {want}")
 
 
-def parquet_files(lake: Lake, view: FeatureView) -> tuple[str, bool]:
-    """A view's Parquet: its file, or a glob over every file below its folder; and whether hive-partitioned."""
+def parquet_files(lake: Lake, view: FeatureView) -> str:
+    """A view's Parquet for DuckDB: its file, or a glob over every file below its folder."""
     rel = view.offline.path or ""
     path = lake.path(rel) if lake.is_local else lake.uri(rel)
-    if view.offline.partition_by or lake.fs.isdir(lake.path(rel)):
-        return path.rstrip("/") + "/**/*.parquet", bool(view.offline.partition_by)
-    return path, False
+    return path.rstrip("/") + "/**/*.parquet" if is_folder(lake, view) else path
 
 
-def parquet_source(lake: Lake, view: FeatureView) -> str:
-    """``read_parquet`` over a view's file, or every Parquet file below its folder."""
-    files, hive = parquet_files(lake, view)
-    return f"read_parquet({_literal(files)}{', hive_partitioning = true' if hive else ''})"
+def _read_parquet(files: str, view: FeatureView) -> str:
+    return f"read_parquet({_literal(files)}{', hive_partitioning = true' if view.offline.partition_by else ''})"
 
 
 def _literal(text: str) -> str:
@@ -153,18 +150,17 @@ def resolved_grain(view: FeatureView) -> list[str]:
     return list(dict.fromkeys(view.join_keys)) + [view.event_timestamp]
 
 
-def is_resolved(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView) -> bool:
-    """True when every file of the view carries the footer key ``feature_store:unique_on`` for
-    its grain: no two rows share (join keys, event time), so the created-time tie-break can go.
-    Footers only: a few hundred bytes per file."""
-    files, _ = parquet_files(lake, view)
+def is_resolved(con: duckdb.DuckDBPyConnection, files: str, view: FeatureView) -> bool:
+    """True when every file of the view (``files``: from parquet_files) carries the footer key
+    ``feature_store:unique_on`` for its grain: no two rows share (join keys, event time), so
+    the created-time tie-break can go. Footers only: a few hundred bytes per file."""
     try:
         return bool(con.execute(RESOLVED_SQL.format(files=_literal(files)), [json.dumps(resolved_grain(view))]).fetchall()[0][0])
     except duckdb.Error:
         return False  # no files yet, or unreadable footers: the exact form decides (and reports)
 
 
-# one query, shared with the macro's DuckDB form (tests/test_pit_resolved.py checks they agree)
+# the same query as the macro's parquet_files_resolved (tests/test_pit_macro.py checks they agree)
 RESOLVED_SQL = (
     "select count(*) > 0 and count(*) = count(*) filter (where json(m.marker) = json(?)) "
     "from parquet_file_metadata({files}) f left join ("
@@ -188,9 +184,10 @@ def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool, tie_break: bo
     return f"(select {', '.join(cols)} from {source} where {' and '.join(where)})"
 
 
-def build_sql(lake: Lake, requests: list[ViewRequest], resolved: set[str] = frozenset()) -> str:
+def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[str] = frozenset()) -> str:
     """The ASOF query over the registered relation ``__fs_entities`` (row id, keys, time), in row order.
 
+    ``files``: each view's Parquet (parquet_files).
     Views in ``resolved`` (unique per join keys and event time) join on the event time
     alone; others with a created timestamp join on the packed (event, created) key. The
     TTL is a bound check on the matched row's event time.
@@ -205,7 +202,7 @@ def build_sql(lake: Lake, requests: list[ViewRequest], resolved: set[str] = froz
         alias = f"v{i}"
         on = [f"e.{quote(k)} = {alias}.{quote(k)}" for k in r.view.join_keys]
         on.append(f"e.__fs_key >= {alias}.__fs_key" if tie_break else f"e.{TS} >= {alias}.{TS}")
-        subquery = _view_subquery(parquet_source(lake, r.view), r, bool(r.view.ttl_seconds), tie_break)
+        subquery = _view_subquery(_read_parquet(files[r.view.name], r.view), r, bool(r.view.ttl_seconds), tie_break)
         joins.append(f"asof left join {subquery} {alias} on {' and '.join(on)}")
         for out in r.output_names:
             col = f"{alias}.{quote(out)}"
@@ -256,8 +253,9 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
     con.register("__fs_entities", spine)
     try:
         bounds = [pc.min(ts).as_py(), pc.max(ts).as_py()] if table.num_rows else [None, None]
-        resolved = {r.view.name for r in requests if r.view.created_timestamp and is_resolved(con, lake, r.view)}
-        sql = build_sql(lake, requests, resolved)
+        files = {r.view.name: parquet_files(lake, r.view) for r in requests}
+        resolved = {r.view.name for r in requests if r.view.created_timestamp and is_resolved(con, files[r.view.name], r.view)}
+        sql = build_sql(requests, files, resolved)
         params = {k: v for k, v in (("min_ts", bounds[0]), ("max_ts", bounds[1])) if f"${k}" in sql}
         result = con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:

@@ -16,6 +16,11 @@ from ..errors import Problem
 from ..lake import Lake
 
 
+def is_folder(lake: Lake, view: FeatureView) -> bool:
+    """Whether a view is stored as a folder of Parquet files (a hive tree, or part files), not one file."""
+    return bool(view.offline.partition_by) or lake.fs.isdir(lake.path(view.offline.path or ""))
+
+
 def open_dataset(lake: Lake, view: FeatureView) -> ds.Dataset:
     path = lake.path(view.offline.path or "")
     if view.offline.partition_by:

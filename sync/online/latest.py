@@ -31,6 +31,7 @@ from ..contract import parse_data_type
 from ..definitions import FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from ..offline.parquet import is_folder
 from .encoding import NO_CREATED, EncodingError, ValueCodec
 
 E, C = "__fs_e", "__fs_c"  # event / created time in µs in the batches' columns
@@ -100,10 +101,10 @@ def connect(memory_limit: str | None = None, threads: int | None = None) -> duck
 
 def parquet_files(lake: Lake, view: FeatureView) -> list[str]:
     """The view's Parquet files (filesystem paths), in a fixed order."""
-    rel = view.offline.path or ""
-    if view.offline.partition_by or lake.fs.isdir(lake.path(rel)):  # a hive tree, or a folder of part files
-        return sorted(p for p in lake.fs.find(lake.path(rel)) if p.endswith(".parquet"))
-    return [lake.path(rel)]
+    path = lake.path(view.offline.path or "")
+    if is_folder(lake, view):
+        return sorted(p for p in lake.fs.find(path) if p.endswith(".parquet"))
+    return [path]
 
 
 @dataclass
