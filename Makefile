@@ -7,21 +7,30 @@ DBT    := $(BIN)/dbt
 TRANSACTIONS ?= 200000
 DBT_FLAGS := --project-dir . --profiles-dir .
 
-.PHONY: install demo sample-data build sync show test clean help
+.PHONY: install install-test demo sample-data build sync show test test-fast clean help
 
 help:
 	@echo "make demo   - install, generate sample data, dbt build, publish the registry, show it"
 	@echo "make test   - install and run the test suite"
+	@echo "make test-fast - the tests without the slow (dbt end to end) and reliability groups"
 
 # constraints.txt pins the versions the suite last passed with: a fresh resolve of this
-# many packages can otherwise backtrack into releases that no longer build
+# many packages can otherwise backtrack into releases that no longer build.
+# The demo needs the base install only (DuckDB, a local lake, SQLite online store); the
+# tests also need every extra (S3, GCS, Lance, BigQuery) and the test tools.
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	@touch $@
+
+$(BIN)/.installed-test: $(BIN)/.installed
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	@touch $@
 
 install: $(BIN)/.installed
+
+install-test: $(BIN)/.installed-test
 
 sample-data: install
 	$(BIN)/python -m sync sample-data --transactions $(TRANSACTIONS)
@@ -43,8 +52,12 @@ show: install
 
 demo: sample-data build sync show
 
-test: install
+test: install-test
 	$(BIN)/python -m pytest
+
+# for development: skips the groups marked slow (real dbt runs) and reliability (faults, kill -9)
+test-fast: install-test
+	$(BIN)/python -m pytest -m "not slow and not reliability"
 
 clean:
 	rm -rf target logs lake feature_store.duckdb

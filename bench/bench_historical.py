@@ -80,7 +80,7 @@ def run_asof(data: Path, ttl: int, memory_limit: str | None) -> dict:
 def _dbt_project(built: Path, ttl: int, names: list[str]) -> Path:
     """A dbt project whose feature view `bench_view` is the raw log built into the lake the
     way this project builds every view on DuckDB (external, resolved: see
-    macros/feature_store/write_feature_view.sql), and a training model using the macro."""
+    macros/feature_store/write_to_file.sql), and a training model using the macro."""
     raw = built.parent
     project = built / "dbt"
     package = project.parent / "feature_store_package"

@@ -39,7 +39,8 @@ def _paths(project_dir: str, manifest: str | None, lake: str | None) -> ProjectP
 
 def _print_changes(outcome: publishing.Outcome) -> None:
     for w in outcome.warnings:
-        err.print(f"[yellow]warning[/yellow]: {w}")
+        err.print("[yellow]warning[/yellow]: ", end="")
+        err.print(str(w), markup=False)  # e.g. an install hint's "[lance]" is text, not markup
     if not outcome.changes:
         out.print("No changes to feature views, features, entities or services.")
         return
@@ -78,14 +79,32 @@ def cli(ctx: click.Context) -> None:
     Without a command, runs `publish` then `materialize` (incrementally).
     """
     if ctx.invoked_subcommand is None:
-        ctx.invoke(publish_cmd)
+        outcome = _publish(".", None, None)
+        # held-back views keep their published version, which is materialized as usual
         ctx.invoke(materialize_cmd)
+        outcome.raise_if_held_back()
+
+
+def _print_held_back(outcome: publishing.Outcome) -> None:
+    for held in outcome.held_back:
+        err.print("[bold yellow]held back[/bold yellow]: ", end="")
+        err.print(str(held), markup=False)
 
 
 @cli.command("publish")
 @paths_options
 def publish_cmd(project_dir: str = ".", manifest: str | None = None, lake: str | None = None) -> None:
-    """Validate the manifest and publish the registry (atomically)."""
+    """Validate the manifest and publish the registry (atomically).
+
+    A view is published with the newest build of its current definition that dbt recorded
+    as good; a view without one (failed build or tests, not rebuilt since its SQL or
+    metadata changed) keeps its published version and is reported: exit status 4 when the
+    other views were published, 1 when nothing was.
+    """
+    _publish(project_dir, manifest, lake).raise_if_held_back()
+
+
+def _publish(project_dir: str, manifest: str | None, lake: str | None) -> publishing.Outcome:
     started = time.perf_counter()
     paths = _paths(project_dir, manifest, lake)
     outcome = publishing.publish(paths)
@@ -96,6 +115,10 @@ def publish_cmd(project_dir: str = ".", manifest: str | None = None, lake: str |
               f"{sum(len(v['features']) for v in doc['feature_views'].values())} features, "
               f"{len(doc['feature_services'])} feature services "
               f"({time.perf_counter() - started:.2f}s)")
+    if outcome.removed_builds:
+        out.print(f"Removed {len(outcome.removed_builds)} build(s) past their retention: "
+                  f"{', '.join(outcome.removed_builds)}", markup=False)
+    return outcome
 
 
 def _view_names(values: tuple[str, ...]) -> list[str]:
@@ -151,9 +174,11 @@ def plan_cmd(project_dir: str, manifest: str | None, lake: str | None, as_json: 
             "breaking": len(outcome.breaking),
             "warnings": [str(w) for w in outcome.warnings],
             "versions": {n: v["version"] for n, v in outcome.after["feature_views"].items()},
+            "held_back": [{"view": h.view, "reason": h.reason, "fix": h.fix} for h in outcome.held_back],
         }, indent=2))
     else:
         _print_changes(outcome)
+        _print_held_back(outcome)
     if fail_on_breaking and outcome.breaking:
         sys.exit(3)
 
@@ -183,7 +208,7 @@ def sample_data_cmd(lake: str | None, transactions: int, seed: int, end) -> None
 
     paths = ProjectPaths.resolve(".", None, lake)
     target = paths.lake()
-    target.makedirs("features")  # dbt-duckdb writes feature views here and needs it to exist
+    target.makedirs(paths.builds_root)  # dbt-duckdb writes feature views here and needs it to exist
     started = time.perf_counter()
     with progress("generating transactions", 1) as advance:
         from datetime import datetime, timezone
@@ -197,27 +222,23 @@ def sample_data_cmd(lake: str | None, transactions: int, seed: int, end) -> None
 @cli.command("sql")
 @click.argument("query")
 @click.option("--database", default=None,
-              help="DuckDB file dbt built [default: $FEATURE_STORE_DUCKDB or feature_store.duckdb].")
-def sql_cmd(query: str, database: str | None) -> None:
-    """Run SQL against the feature views by name (read-only), as an analyst would in DuckDB."""
-    import duckdb
+              help="DuckDB file dbt built [default: $FEATURE_STORE_DUCKDB, else the profile target's path].")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project directory.")
+def sql_cmd(query: str, database: str | None, project_dir: str = ".") -> None:
+    """Run one read-only query (SELECT, DESCRIBE, EXPLAIN ...) against the feature views by
+    name, as an analyst would in DuckDB; it can read the lake and nothing else."""
+    from rich.text import Text
 
-    path = database or os.environ.get("FEATURE_STORE_DUCKDB", "feature_store.duckdb")
-    if not os.path.exists(path):
-        raise FeatureStoreError(f"no DuckDB database at {path}: run `dbt build` first")
-    try:
-        with duckdb.connect(path, read_only=True) as con:
-            ProjectPaths.resolve().lake().register_duckdb(con)  # the views may read s3:// or gs:// Parquet
-            result = con.sql(query)
-            if result is None:
-                return
-            table = Table(show_edge=False, pad_edge=False)
-            for col in result.columns:
-                table.add_column(col)
-            for row in result.fetchall():
-                table.add_row(*("" if v is None else str(v) for v in row))
-    except duckdb.Error as exc:
-        raise FeatureStoreError(f"query failed: {exc}") from exc
+    from .analyst_sql import run
+
+    paths = ProjectPaths.resolve(project_dir)
+    result = run(query, str(database or paths.duckdb_path()), paths.lake())
+    table = Table(show_edge=False, pad_edge=False)
+    for col in result.columns:
+        table.add_column(col)
+    for row in result.rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))  # Text: values are not markup
     out.print(table)
 
 
@@ -263,27 +284,120 @@ def historical_cmd(entities: str, features: tuple[str, ...], feature_service: st
               help="Most entity rows one request may ask for (larger: 413).")
 @click.option("--refresh-seconds", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="How often the registry is re-read in the background.")
+@click.option("--request-timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds a client has to send a whole request (headers and body); slower ones get 408 "
+                   "and are disconnected.")
 def serve_cmd(project_dir: str, lake: str | None, registry: str | None, online: str | None, host: str, port: int,
-              workers: int, token_env: str, max_entities: int, refresh_seconds: float) -> None:
+              workers: int, token_env: str, max_entities: int, refresh_seconds: float,
+              request_timeout: float = 10.0) -> None:
     """Serve online features over HTTP (POST /get-online-features, shaped like Feast's)."""
     import uvicorn
 
     from .serving.http import create_app
+    from .serving.timeouts import REQUEST_TIMEOUT_ENV
 
     # every worker builds its app from these (uvicorn needs an import string for several)
     os.environ.update({
         "FEATURE_STORE_PROJECT_DIR": str(project_dir), "FEATURE_STORE_MAX_ENTITIES": str(max_entities),
         "FEATURE_STORE_REFRESH_SECONDS": str(refresh_seconds), "FEATURE_STORE_TOKEN": os.environ.get(token_env, ""),
+        REQUEST_TIMEOUT_ENV: str(request_timeout),
     })
+    # uvicorn's httptools protocol plus a deadline for reading each request (slow clients)
+    http = "sync.serving.timeouts:DeadlineHttpToolsProtocol"
     for name, value in (("FEATURE_STORE_LAKE", lake), ("FEATURE_STORE_REGISTRY", registry), ("FEATURE_STORE_ONLINE", online)):
         if value:
             os.environ[name] = value
+    # fails here, with a clear message, if there is no registry or the online store's URL cannot be right
+    app = create_app()
     if workers == 1:
-        app = create_app()  # fails here, with a clear message, if there is no registry or store
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=http)
     else:
+        del app  # each worker builds its own from the environment
         uvicorn.run("sync.serving.http:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+                    log_level="warning", access_log=False, http=http)
+
+
+@cli.command("init")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project to prepare.")
+@click.option("--profiles-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of the profiles.yml to edit [default: as dbt finds it: $DBT_PROFILES_DIR, the "
+                   "project's, the working directory's, ~/.dbt].")
+@click.option("--lake", default="lake", show_default=True,
+              help="The lake root the profile gets (relative to the project; $FEATURE_STORE_LAKE overrides it at run time).")
+@click.option("--package-source", default=None, metavar="PATH|GIT_URL",
+              help="Where dbt installs the feature_store package from [default: where this feature-store-sync "
+                   "was installed from].")
+@click.option("--package-revision", default=None, metavar="REV", help="The git revision (tag or commit) to pin.")
+@click.option("--no-example", is_flag=True, help="Do not add the example feature view, service and training set.")
+@click.option("--force", is_flag=True, help="Change settings of yours that stand in the way (TimeZone, external_root, "
+                                            "+plugin) and rewrite files init wrote that you changed.")
+@click.option("--dry-run", is_flag=True, help="Print the changes (as diffs) and write nothing.")
+def init_cmd(project_dir: str, profiles_dir: str | None, lake: str, package_source: str | None,
+             package_revision: str | None, no_example: bool, force: bool, dry_run: bool) -> None:
+    """Make an existing dbt project ready for the feature store, in one step.
+
+    Adds the feature_store dbt package to packages.yml, the root macros and the on-run-end
+    hook dbt needs, the plugin, external_root and TimeZone: UTC to the profile's DuckDB
+    target, creates the lake folders, and adds a small example to delete later. Never
+    overwrites a file of yours without --force; run twice, it changes nothing.
+    """
+    from .adopt import init as adopt
+
+    plan = adopt.plan_init(project_dir, profiles=profiles_dir, lake=lake, package_source=package_source,
+                           package_revision=package_revision, example=not no_example, force=force)
+    st = plan.state
+    out.print(f"dbt project '{st.project.name}' in {st.project.dir}; profile '{st.project.profile}', target "
+              f"'{st.target_name}' in {st.profiles_path}", markup=False)
+    if plan.conflicts:
+        err.print(f"[bold red]error[/bold red]: {len(plan.conflicts)} setting(s) of yours stand in the way; "
+                  "nothing was written:")
+        for c in plan.conflicts:
+            err.print(f"  - {c}", markup=False)
+        raise SystemExit(1)
+    verb = "would " if dry_run else ""
+    for change in plan.changes:
+        shown = st.rel(change.path)
+        action = {"mkdir": "create folder", "create": "create", "update": "update"}[change.action]
+        out.print(f"{verb}{action} {shown}: {'; '.join(change.what)}", markup=False)
+        if dry_run and change.action == "update":
+            out.print(adopt.diff(change, shown), markup=False, end="")
+    for kept in plan.kept:
+        out.print(f"kept {kept}", markup=False)
+    for note in plan.notes:
+        out.print(f"note: {note}", markup=False)
+    if not plan.changes:
+        out.print("Nothing to do: the project already has everything init adds.")
+    if dry_run:
+        out.print(f"--dry-run: {len(plan.changes)} change(s), nothing written.")
+        return
+    adopt.apply(plan)
+    out.print(f"Entities are declared once, in {st.rel(st.project.file)} under models: {st.project.name}: +meta: "
+              "feature_store: entities; feature views name them in config.meta.feature_view.", markup=False)
+    out.print("Next: dbt deps && dbt build && python -m sync   (then: python -m sync doctor)", markup=False)
+
+
+@cli.command("doctor")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project to check.")
+@click.option("--profiles-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of profiles.yml [default: as dbt finds it].")
+def doctor_cmd(project_dir: str, profiles_dir: str | None) -> None:
+    """Check an existing dbt project for what the feature store needs; list what is missing,
+    each with its fix. Exit status 1 when anything is missing."""
+    from .adopt.doctor import check
+
+    findings = check(project_dir, profiles_dir)
+    for f in findings:
+        out.print("[green]ok[/green]       " if f.ok else "[bold red]MISSING[/bold red]  ", end="")
+        out.print(f.what, markup=False)
+        if not f.ok:
+            out.print(f"         fix: {f.fix}", markup=False)
+    missing = sum(not f.ok for f in findings)
+    if missing:
+        err.print(f"{missing} thing(s) missing; `python -m sync init` adds most of them.")
+        raise SystemExit(1)
+    out.print("Everything the feature store needs is in place.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -308,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     except FeatureStoreError as exc:
         err.print("[bold red]error[/bold red]: ", end="")
         err.print(str(exc), markup=False)
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # an unexpected failure: say what, not where

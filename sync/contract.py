@@ -82,15 +82,30 @@ def arrow_type_fits(declared: DataType, actual: pa.DataType) -> bool:
 _TTL_PART = re.compile(r"(\d+)\s*(w|d|h|m|s)")
 _TTL_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+# The longest TTL: 100 years of 365.25 days. Far below where `t - ttl` overflows a timestamp,
+# far above any real expiry. The macro's ttl_seconds has the same bound (tests/test_pit_macro.py).
+MAX_TTL_SECONDS = 36525 * 86400
+TTL_TOO_LONG = "is longer than 100 years (36525d), the longest TTL; omit ttl for features that never expire"
 
 
 def parse_ttl(value: object) -> int | None:
     """TTL in seconds; ``None`` when the view has no TTL.
 
     Accepts ``7d``, ``1d12h``, ``90m``, ISO-8601 durations (``P7D``, ``PT12H``), or a whole
-    number of seconds. ``0`` and an absent value mean no TTL (as in Feast).
+    number of seconds, at most 100 years. ``0`` and an absent value mean no TTL (as in Feast).
     Raises ValueError with the reason.
     """
+    return check_ttl(value, _parse_ttl(value))
+
+
+def check_ttl(value: object, seconds: int | None) -> int | None:
+    """``seconds`` when within the bound; raises ValueError naming ``value`` otherwise."""
+    if seconds is not None and seconds > MAX_TTL_SECONDS:
+        raise ValueError(f"{value!r} {TTL_TOO_LONG}")
+    return seconds
+
+
+def _parse_ttl(value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool):

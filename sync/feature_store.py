@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,14 @@ import pyarrow as pa
 
 from .config import ProjectPaths
 from .definitions import (
-    Entity, Feature, FeatureRef, FeatureService, FeatureView,
-    entity_from_dict, feature_service_from_dict, feature_view_from_dict,
+    Entity,
+    Feature,
+    FeatureRef,
+    FeatureService,
+    FeatureView,
+    entity_from_dict,
+    feature_service_from_dict,
+    feature_view_from_dict,
 )
 from .errors import FeatureStoreError, UnknownNameError
 from .lake import Lake
@@ -21,24 +26,30 @@ from .registry.store import REGISTRY_FILE, RegistryStore
 class FeatureStore:
     """Read access to the published registry.
 
-    ``FeatureStore()`` opens the project in the current directory (its lake from
-    ``$FEATURE_STORE_LAKE`` or ``./lake``); ``FeatureStore(registry="s3://b/p/registry.json")``
-    (or a lake root) opens a registry without the project.
+    ``FeatureStore()`` opens the dbt project in the current directory (its lake from
+    ``$FEATURE_STORE_LAKE``, else its profile's, else ``./lake``; sync/config.py); ``FeatureStore(registry="s3://b/p/registry.json")``
+    (or a lake root) opens a registry without the project; ``serial=N`` opens the registry as
+    it was published at serial N (training sets built from it give the same rows again).
     """
 
     def __init__(self, project_dir: str | Path | None = None, *, lake: str | None = None,
-                 registry: str | None = None, online: str | None = None) -> None:
+                 registry: str | None = None, online: str | None = None, serial: int | None = None) -> None:
         if registry:
             root, _, name = registry.rstrip("/").rpartition("/") if registry.endswith(".json") else (registry, "", REGISTRY_FILE)
             self.lake = Lake(root)
             self._store = RegistryStore(self.lake, name or REGISTRY_FILE)
             self.project_dir: Path | None = None
+            self._paths: ProjectPaths | None = None
         else:
             paths = ProjectPaths.resolve(project_dir, lake=lake)
             self.lake = paths.lake()
             self._store = RegistryStore(self.lake)
             self.project_dir = paths.project_dir
+            self._paths = paths
         self._doc: dict | None = None
+        # a past serial, from the registry's history archive: the builds it names stay readable
+        # for the build retention after they were superseded (docs/registry.md, "Builds")
+        self._serial = serial
         self._online = None
         self._online_url = online
         self._plans: dict = {}
@@ -55,6 +66,9 @@ class FeatureStore:
         return self._doc
 
     def refresh(self) -> None:
+        if self._serial is not None:
+            self._doc = self._store.read_serial(self._serial)
+            return
         doc, _ = self._store.read()
         if doc is None:
             raise FeatureStoreError(f"no registry at {self._store.uri}: run `python -m sync` to publish one")
@@ -109,7 +123,8 @@ class FeatureStore:
         table. Every requested view is read in one round trip. The result is columnar:
         ``.to_dict()`` (feature -> values; ``include_status=True`` / ``include_event_timestamps=True``
         add per-value PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE / NULL_VALUE and event times),
-        ``.to_arrow()``, ``.to_pandas()``; vectors come back as float32 numpy arrays.
+        ``.to_arrow()``, ``.to_pandas()``; a vector or list of numbers or booleans comes back as a
+        numpy array of its declared element type (``float32[64]``: float32), a string list as a list.
         """
         from .serving.online_features import get_online_features
 
@@ -136,10 +151,12 @@ class FeatureStore:
 
     def _attach_project(self, con) -> None:
         """Make the dbt models queryable by name for SQL or model-name entity_dfs."""
-        if self.project_dir is None:
+        if self._paths is None:
             return
-        db = Path(os.environ.get("FEATURE_STORE_DUCKDB", "feature_store.duckdb"))
-        db = db if db.is_absolute() else self.project_dir / db
+        try:  # $FEATURE_STORE_DUCKDB, else the DuckDB file of the project's profile target
+            db = self._paths.duckdb_path()
+        except FeatureStoreError:
+            return  # not a DuckDB project: entity_df must be a table or a query on the lake
         if db.exists():
             # dbt's views read the lake by paths relative to the project
             con.execute("set file_search_path = $1", [str(self.project_dir)])

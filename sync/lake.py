@@ -24,13 +24,25 @@ from typing import IO, TYPE_CHECKING
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from .optional import require
 from .storage.cas import VersionedObjects
-from .storage.local import atomic_file
 from .storage.errors import BucketNotFound, storage_error, translated
-from .storage.options import GCS, LOCAL, S3, fsspec_options, lance_options, redact_uri, scheme_of, split_bucket
+from .storage.local import atomic_file
+from .storage.options import (
+    GCS,
+    LOCAL,
+    S3,
+    fsspec_options,
+    lance_options,
+    redact_uri,
+    scheme_of,
+    split_bucket,
+)
 
 if TYPE_CHECKING:
     import duckdb
+
+_FILESYSTEMS = {S3: "s3fs", GCS: "gcsfs"}
 
 DEFAULT_LAKE = "lake"
 LAKE_ENV = "FEATURE_STORE_LAKE"
@@ -48,6 +60,8 @@ class Lake:
     def __init__(self, root: str, **storage_options) -> None:
         self.root = root.rstrip("/")
         self.scheme = scheme_of(self.root)
+        if self.scheme in _FILESYSTEMS:  # an extra of the package (sync/optional.py)
+            require(_FILESYSTEMS[self.scheme], f"the lake {redact_uri(self.root)}")
         # One filesystem per Lake: fsspec's instance cache would keep a client bound to the
         # endpoint and credentials of whichever Lake came first in this process.
         options = {**fsspec_options(self.scheme), "skip_instance_cache": True, **storage_options}

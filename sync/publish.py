@@ -1,17 +1,40 @@
-"""``python -m sync``: manifest -> validated definitions -> registry, published atomically."""
+"""``python -m sync``: manifest -> validated definitions -> registry, published atomically.
+
+A view is published only with a build of its current definition that dbt recorded as good
+(sync/offline/builds.py); a view without one is held back: its published version keeps
+serving, and the run says which view, why and what to do.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from .config import ProjectPaths
-from .errors import Problem, ValidationError
+from .config import DEFAULT_BUILDS_ROOT, ProjectPaths
+from .definitions import FeatureView
+from .errors import FeatureStoreError, Problem, ValidationError
+from .lake import Lake
 from .manifest import Manifest, load_manifest, load_run_results
+from .offline import builds as lake_builds
 from .offline.lance import mirror_views
 from .offline.parquet import check_view
 from .registry import Change, RegistryStore, apply_definitions, diff_documents
 from .validate import Definitions, build_definitions
+
+# exit status of a publish that published some views and held others back (1: nothing published)
+HELD_BACK_EXIT = 4
+
+
+class HeldBackError(FeatureStoreError):
+    """Some views were held back at their published version; the rest was published."""
+
+    def __init__(self, held: list[lake_builds.HeldBack], published_any: bool) -> None:
+        self.held = held
+        self.exit_code = HELD_BACK_EXIT if published_any else 1
+        lines = "\n".join(f"  - {h}" for h in held)
+        what = "the other views were published" if published_any else "nothing else was published"
+        super().__init__(f"{len(held)} feature view(s) held back at their published version ({what}):\n{lines}")
 
 
 @dataclass
@@ -20,6 +43,7 @@ class Prepared:
     definitions: Definitions
     context: dict
     warnings: list[Problem] = field(default_factory=list)
+    held_back: list[lake_builds.HeldBack] = field(default_factory=list)
 
 
 @dataclass
@@ -29,33 +53,85 @@ class Outcome:
     changes: list[Change]
     warnings: list[Problem]
     published: bool
+    held_back: list[lake_builds.HeldBack] = field(default_factory=list)
+    removed_builds: list[str] = field(default_factory=list)
 
     @property
     def breaking(self) -> list[Change]:
         return [c for c in self.changes if c.breaking]
 
+    def raise_if_held_back(self) -> None:
+        if self.held_back:
+            raise HeldBackError(self.held_back, bool(set(self.after["feature_views"]) - {h.view for h in self.held_back}))
 
-def prepare(paths: ProjectPaths) -> Prepared:
+
+def _grain(view: FeatureView) -> list[str]:
+    return list(dict.fromkeys(view.join_keys)) + [view.event_timestamp] + \
+        ([view.created_timestamp] if view.created_timestamp else [])
+
+
+def _choose_builds(lake: Lake, manifest: Manifest, defs: Definitions, published: dict, builds_root: str
+                   ) -> tuple[dict[str, lake_builds.Build], list[lake_builds.HeldBack]]:
+    """Per view, the build to publish, or why it is held back."""
+    chosen: dict[str, lake_builds.Build] = {}
+    held: list[lake_builds.HeldBack] = []
+    for name, view in defs.feature_views.items():
+        node = manifest.node(view.unique_id) or {}
+        old = published.get(name)
+        if node.get("compiled_code"):
+            want_sql = lake_builds.sql_md5(node["compiled_code"])
+        elif old and old.get("code_checksum") == view.code_checksum:
+            # not compiled by this invocation (`dbt build -s other`), file unchanged: the SQL it was published with
+            want_sql = ((old.get("offline_state") or {}).get("build") or {}).get("sql_md5", "")
+        else:
+            held.append(lake_builds.HeldBack(name, "the manifest has no compiled SQL for it and it is new or changed",
+                                             f"run `dbt build -s {name}` (not only `dbt parse`), then `python -m sync`"))
+            continue
+        identifier = (view.offline.path or name).rsplit("/", 1)[-1]
+        found = lake_builds.choose(lake_builds.builds_of(lake, builds_root, identifier), want_sql,
+                                   lake_builds.definition(node, _grain(view)), name, old,
+                                   where=lake.uri(builds_root))
+        if isinstance(found, lake_builds.HeldBack):
+            held.append(found)
+        else:
+            chosen[name] = found
+    return chosen, held
+
+
+def prepare(paths: ProjectPaths, published: dict | None = None) -> Prepared:
     """Load and validate everything; raise ValidationError listing every problem."""
     manifest = load_manifest(paths.manifest_path, paths.project_dir)
-    defs, problems = build_definitions(manifest)
+    builds_root = paths.builds_root if manifest.adapter_type == "duckdb" else ""
+    defs, problems = build_definitions(manifest, builds_root)
+    if problems:
+        raise ValidationError(problems)
     lake = paths.lake()
+    held: list[lake_builds.HeldBack] = []
+    runs: dict[str, dict] = {}
+    if manifest.adapter_type == "duckdb":
+        chosen, held = _choose_builds(lake, manifest, defs, (published or {}).get("feature_views", {}), builds_root)
+        for name, build in chosen.items():
+            view = defs.feature_views[name]
+            defs.feature_views[name] = dataclasses.replace(
+                view, offline=dataclasses.replace(view.offline, path=build.data_path))
+            runs[name] = {"dbt_status": build.status, "built_at": build.completed_at, "build": build.to_state()}
+    else:
+        for uid, result in load_run_results(paths.manifest_path.parent, manifest.invocation_id).items():
+            node = manifest.node(uid) or {}
+            if node.get("name") in defs.feature_views and uid.startswith("model."):
+                timing = result.get("timing") or []
+                runs[node["name"]] = {"dbt_status": result.get("status"),
+                                      "built_at": timing[-1].get("completed_at") if timing else None}
+    held_names = {h.view for h in held}
     offline: dict[str, dict] = {}
     for name, view in defs.feature_views.items():
+        if name in held_names:
+            continue
         stats, found = check_view(lake, view, defs.entities)
         problems.extend(found)
         offline[name] = stats
     if problems:
         raise ValidationError(problems)
-    runs = {}
-    for uid, result in load_run_results(paths.manifest_path.parent, manifest.invocation_id).items():
-        node = manifest.node(uid) or {}
-        if node.get("name") in defs.feature_views and uid.startswith("model."):
-            timing = result.get("timing") or []
-            runs[node["name"]] = {
-                "dbt_status": result.get("status"),
-                "built_at": timing[-1].get("completed_at") if timing else None,
-            }
     meta = manifest.metadata
     context = {
         "project": manifest.project_name,
@@ -68,32 +144,60 @@ def prepare(paths: ProjectPaths) -> Prepared:
         },
         "offline": offline,
         "runs": runs,
+        "retention_seconds": int(lake_builds.retention().total_seconds()),
     }
-    return Prepared(manifest, defs, context, defs.warnings)
+    return Prepared(manifest, defs, context, defs.warnings, held)
 
 
 def plan(paths: ProjectPaths) -> Outcome:
-    prepared = prepare(paths)
     before, _ = RegistryStore(paths.lake()).read()
-    after = apply_definitions(before, prepared.definitions, prepared.context)
-    return Outcome(before, after, diff_documents(before, after), prepared.warnings, published=False)
+    prepared = prepare(paths, before)
+    after = apply_definitions(before, prepared.definitions, prepared.context, {h.view for h in prepared.held_back})
+    return Outcome(before, after, diff_documents(before, after), prepared.warnings, published=False,
+                   held_back=prepared.held_back)
 
 
 def publish(paths: ProjectPaths) -> Outcome:
-    prepared = prepare(paths)
     lake = paths.lake()
+    store = RegistryStore(lake)
+    current, _ = store.read()
+    prepared = prepare(paths, current)
+    held = {h.view for h in prepared.held_back}
     # embedding views also get a Lance copy for reads by key, recorded with their state
-    copies, warnings = mirror_views(lake, prepared.definitions.feature_views)
+    copies, warnings = mirror_views(lake, {n: v for n, v in prepared.definitions.feature_views.items() if n not in held})
     for name, state in copies.items():
         prepared.context["offline"].setdefault(name, {})["lance"] = state
     prepared.warnings.extend(warnings)
-    store = RegistryStore(lake)
     seen: dict[str, dict | None] = {}
 
-    def mutate(current: dict | None) -> dict:
-        seen["before"] = current
-        return apply_definitions(current, prepared.definitions, prepared.context)
+    def mutate(doc: dict | None) -> dict:
+        seen["before"] = doc
+        return apply_definitions(doc, prepared.definitions, prepared.context, held)
 
     after = store.update(mutate)
     before = seen.get("before")
-    return Outcome(before, after, diff_documents(before, after), prepared.warnings, published=True)
+    removed = collect_garbage(lake, after, paths.builds_root) if prepared.manifest.adapter_type == "duckdb" else []
+    return Outcome(before, after, diff_documents(before, after), prepared.warnings, published=True,
+                   held_back=prepared.held_back, removed_builds=removed)
+
+
+def collect_garbage(lake: Lake, doc: dict, builds_root: str = DEFAULT_BUILDS_ROOT) -> list[str]:
+    """Remove builds no published entry points at any more, once the retention period is over.
+
+    Runs after the swap, against the document just published: a build it points at, or
+    superseded less than the retention period ago, is kept (sync/offline/builds.py).
+    """
+    keep_for = lake_builds.retention()
+    now = datetime.now(timezone.utc)
+    views = doc.get("feature_views", {})
+    keep = {(v.get("offline") or {}).get("path") for v in views.values()}
+    superseded = {e["path"]: e["at"] for v in views.values() for e in v.get("superseded_builds", [])}
+    identifiers = {((v.get("offline") or {}).get("path") or "").rsplit("/", 1)[-1].split(lake_builds.SEPARATOR)[0]
+                   for v in views.values()} | set(doc.get("retired_feature_views", {}))
+    removed = []
+    for identifier in sorted(i for i in identifiers if i):
+        for build in lake_builds.removable(lake_builds.builds_of(lake, builds_root, identifier), keep, superseded,
+                                           now, keep_for):
+            lake_builds.remove(lake, build)
+            removed.append(build.data_path)
+    return removed

@@ -10,15 +10,30 @@ import difflib
 import json
 from dataclasses import dataclass, field
 
+from .config import (
+    DEFAULT_BUILDS_ROOT as BUILDS_ROOT,  # the example's; ProjectPaths.builds_root gives a project's
+)
 from .contract import JOIN_KEY_TYPES, parse_data_type, parse_ttl, supported_types_hint
-from .definitions import Entity, Feature, FeatureRef, FeatureService, FeatureView, Lineage, OfflineLocation
+from .definitions import (
+    Entity,
+    Feature,
+    FeatureRef,
+    FeatureService,
+    FeatureView,
+    Lineage,
+    OfflineLocation,
+)
 from .errors import Problem
 from .manifest import Manifest, meta_of
 from .sql import canonical_sql, fingerprint, output_columns
 
 VIEW_KEYS = ("entities", "event_timestamp", "created_timestamp", "ttl", "online", "owner", "tags")
 ENTITY_KEYS = ("join_keys", "value_type", "description")
-CATALOG_HINT = "declare entities once in dbt_project.yml under models: <project>: +meta: feature_store: entities"
+
+
+def catalog_hint(project: str) -> str:
+    """Where the entity catalog goes, in the user's own project."""
+    return f"declare entities once in dbt_project.yml under models: {project or '<your project>'}: +meta: feature_store: entities"
 
 
 @dataclass
@@ -36,6 +51,7 @@ def _did_you_mean(word: str, options) -> str:
 
 def _entities(manifest: Manifest, nodes: list[dict], problems: list[Problem]) -> dict[str, Entity]:
     """The entity catalog; every view carries it (project-level meta), so merge and compare."""
+    hint = catalog_hint(manifest.project_name)
     raw: dict[str, tuple[dict, str]] = {}
     for node in nodes:
         catalog = (meta_of(node).get("feature_store") or {}).get("entities")
@@ -43,7 +59,7 @@ def _entities(manifest: Manifest, nodes: list[dict], problems: list[Problem]) ->
             continue
         if not isinstance(catalog, dict):
             problems.append(Problem(node["name"], "config.meta.feature_store.entities",
-                                    "must be a mapping of entity name -> definition", CATALOG_HINT))
+                                    "must be a mapping of entity name -> definition", hint))
             continue
         for name, spec in catalog.items():
             if name in raw and raw[name][0] != spec:
@@ -55,7 +71,7 @@ def _entities(manifest: Manifest, nodes: list[dict], problems: list[Problem]) ->
     for name, (spec, where) in sorted(raw.items()):
         key = f"feature_store.entities.{name}"
         if not isinstance(spec, dict):
-            problems.append(Problem(where, key, "must be a mapping with join_keys and value_type", CATALOG_HINT))
+            problems.append(Problem(where, key, "must be a mapping with join_keys and value_type", hint))
             continue
         for extra in sorted(set(spec) - set(ENTITY_KEYS)):
             problems.append(Problem(where, f"{key}.{extra}", "is not an entity property",
@@ -81,7 +97,7 @@ def _partition_columns(node: dict) -> tuple[str, ...]:
     return tuple(c.strip() for c in str(raw).strip("()").split(",") if c.strip())
 
 
-def _offline(manifest: Manifest, node: dict, problems: list[Problem]) -> OfflineLocation:
+def _offline(manifest: Manifest, node: dict, problems: list[Problem], builds_root: str) -> OfflineLocation:
     config = node.get("config") or {}
     relation = node.get("relation_name")
     if manifest.adapter_type != "duckdb":
@@ -89,16 +105,20 @@ def _offline(manifest: Manifest, node: dict, problems: list[Problem]) -> Offline
     if config.get("materialized") != "external":
         problems.append(Problem(node["name"], "config.materialized",
                                 f"is {config.get('materialized')!r}; feature views must be written to the lake",
-                                "use materialized: external (the default for features/ in dbt_project.yml)"))
-    partitions = _partition_columns(node)
-    identifier = node.get("alias") or node["name"]
+                                "set materialized: external in the view's config (or +materialized: external "
+                                f"for its folder under models: {manifest.project_name or '<your project>'}: in dbt_project.yml)"))
     if config.get("location"):
-        path = str(config["location"])
-    elif partitions:
-        path = f"features/{identifier}"
-    else:
-        path = f"features/{identifier}.{config.get('format') or 'parquet'}"
-    return OfflineLocation("parquet", path=path, partition_by=partitions, relation=relation)
+        problems.append(Problem(node["name"], "config.location",
+                                "is set; a feature view is written to a new location on every build, which the "
+                                "registry points at once the build is known to be good",
+                                "remove config.location (rename the files with alias)"))
+    if (config.get("format") or "parquet") != "parquet":
+        problems.append(Problem(node["name"], "config.format", f"is {config['format']!r}; feature views are Parquet",
+                                "remove config.format"))
+    # where its builds are (<builds root>/<identifier>@<build id>); publish points at one of them
+    identifier = node.get("alias") or node["name"]
+    return OfflineLocation("parquet", path=f"{builds_root}/{identifier}", partition_by=_partition_columns(node),
+                           relation=relation)
 
 
 def _lineage(manifest: Manifest, node: dict) -> Lineage:
@@ -139,7 +159,7 @@ def _fingerprints(manifest: Manifest, node: dict, view: FeatureView) -> tuple[st
 
 
 def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
-                  problems: list[Problem], warnings: list[Problem]) -> FeatureView | None:
+                  problems: list[Problem], warnings: list[Problem], builds_root: str = BUILDS_ROOT) -> FeatureView | None:
     name = node["name"]
     start = len(problems)
 
@@ -148,9 +168,9 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
 
     spec = meta_of(node).get("feature_view")
     if not isinstance(spec, dict):
-        bad("config.meta.feature_view", "is missing" if spec is None else "must be a mapping",
-            "every model in features/ is a feature view: add config.meta.feature_view "
-            "(entities, event_timestamp, owner, ...) in its schema.yml, or move the model to models/")
+        bad("config.meta.feature_view", "is empty" if spec is None else "must be a mapping",
+            "give it entities, event_timestamp and owner in the model's YAML (docs/metadata-contract.md), "
+            "or remove feature_view from its meta if the model is not a feature view")
         return None
     for extra in sorted(set(spec) - set(VIEW_KEYS)):
         bad(f"feature_view.{extra}", "is not a feature view property",
@@ -171,7 +191,8 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
     for ent in names:
         if ent not in entities:
             bad("feature_view.entities", f"unknown entity {ent!r}",
-                _did_you_mean(str(ent), entities) or f"known entities: {', '.join(entities) or 'none'}; {CATALOG_HINT}")
+                _did_you_mean(str(ent), entities)
+                or f"known entities: {', '.join(entities) or 'none'}; {catalog_hint(manifest.project_name)}")
             continue
         for key in entities[ent].join_keys:
             if key not in declared:
@@ -228,6 +249,10 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
     for col, props in columns.items():
         if col in reserved or (not keys_resolved and props.get("data_type") is None):
             continue
+        if ":" in col:  # services, the API and the macro name features as view:feature
+            bad(f"columns.{col}", f"feature name {col!r} contains ':', so it cannot be referenced as view:feature",
+                f"rename the column, e.g. `as {col.replace(':', '_')}` in the model's SQL and in schema.yml")
+            continue
         try:
             dtype = parse_data_type(props.get("data_type"))
         except ValueError as exc:
@@ -249,7 +274,7 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
                 warnings.append(Problem(name, f"columns.{col}", "is selected but not declared, so it is not a feature",
                                         "declare it with a data_type to publish it"))
 
-    offline = _offline(manifest, node, problems)
+    offline = _offline(manifest, node, problems, builds_root)
     if len(problems) > start:
         return None
     view = FeatureView(
@@ -308,14 +333,22 @@ def _feature_service(exposure: dict, views: dict[str, FeatureView], view_names: 
     )
 
 
-def build_definitions(manifest: Manifest) -> tuple[Definitions, list[Problem]]:
-    """All definitions in the manifest, and every problem found in them."""
+def build_definitions(manifest: Manifest, builds_root: str = BUILDS_ROOT) -> tuple[Definitions, list[Problem]]:
+    """All definitions in the manifest, and every problem found in them.
+
+    ``builds_root``: the lake-relative folder dbt writes feature-view builds to
+    (``ProjectPaths.builds_root``, from the profile's external_root).
+    """
     problems: list[Problem] = []
     defs = Definitions()
     nodes = sorted(manifest.feature_view_nodes(), key=lambda n: (n["name"], n["unique_id"]))
+    for model, key in manifest.misspelt_feature_view_keys():
+        problems.append(Problem(model, f"config.meta.{key}", "is not a key sync reads, so the model is not a feature view",
+                                "did you mean 'feature_view'? (docs/metadata-contract.md)"))
     defs.entities = _entities(manifest, nodes, problems)
     if not defs.entities and nodes:
-        problems.append(Problem(manifest.project_name, "feature_store.entities", "no entities are declared", CATALOG_HINT))
+        problems.append(Problem(manifest.project_name, "feature_store.entities", "no entities are declared",
+                                catalog_hint(manifest.project_name)))
 
     seen_names: dict[str, str] = {}
     seen_locations: dict[str, str] = {}
@@ -326,7 +359,7 @@ def build_definitions(manifest: Manifest) -> tuple[Definitions, list[Problem]]:
                                     "give every feature view a unique model name (versioned models are not supported)"))
             continue
         seen_names[name] = node["unique_id"]
-        view = _feature_view(manifest, node, defs.entities, problems, defs.warnings)
+        view = _feature_view(manifest, node, defs.entities, problems, defs.warnings, builds_root)
         if view is None:
             continue
         where = view.offline.path or view.offline.relation or ""

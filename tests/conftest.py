@@ -57,6 +57,10 @@ class Project:
         return subprocess.run([sys.executable, "-m", "sync", *args], cwd=self.dir, env=self.env(),
                               capture_output=True, text=True)
 
+    def published_path(self, view: str) -> Path:
+        """The build the registry publishes the view with (features/<view>@<build id>[.parquet])."""
+        return self.lake / json.loads(self.registry_path.read_text())["feature_views"][view]["offline"]["path"]
+
     def manifest(self) -> dict:
         return json.loads(self.manifest_path.read_text())
 

@@ -174,6 +174,7 @@ def bump_registry(root: str, env: dict[str, str], writer: int, n: int, attempts:
     os.environ.update(env)
     from sync.lake import Lake
     from sync.registry import RegistryStore
+    from tests.registry_docs import registry_doc
 
     store = RegistryStore(Lake(root))
     for i in range(n):
@@ -185,7 +186,7 @@ def bump_registry(root: str, env: dict[str, str], writer: int, n: int, attempts:
                 applied.append(f"{writer}-{i}")
             else:
                 watermarks[f"{writer}-{i}"] = f"2026-01-01T00:00:{i:02d}"
-            return {"serial": doc["serial"] + 1, "applied": applied, "watermarks": watermarks}
+            return registry_doc(doc["serial"] + 1, applied=applied, watermarks=watermarks)
 
         store.update(mutate, attempts=attempts)
 
@@ -311,6 +312,9 @@ def strict_s3() -> Iterator[StrictS3]:
 
     import boto3
 
+    from sync.registry.store import encode
+    from tests.registry_docs import registry_doc
+
     # the first few requests (this setup) are let through; after that moto checks IAM
     proc, url = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "6"})
     try:
@@ -318,7 +322,7 @@ def strict_s3() -> Iterator[StrictS3]:
                  "region_name": "us-east-1"}
         s3, iam = boto3.client("s3", **admin), boto3.client("iam", **admin)
         s3.create_bucket(Bucket="locked-lake")
-        s3.put_object(Bucket="locked-lake", Key="lake/registry.json", Body=b'{"serial": 7}\n')
+        s3.put_object(Bucket="locked-lake", Key="lake/registry.json", Body=encode(registry_doc(7)))
         iam.create_user(UserName="reader")
         policy = {"Version": "2012-10-17", "Statement": [{
             "Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],

@@ -17,6 +17,7 @@ from sync.lake import Lake
 from sync.registry import RegistryConflict, RegistryStore
 from sync.storage.errors import StorageError
 from sync.storage.metering import metered
+from tests.registry_docs import registry_doc
 
 
 @pytest.fixture
@@ -28,33 +29,33 @@ def lake(backend, storage_env) -> Lake:
 def test_registry_write_is_compare_and_swap(lake):
     store = RegistryStore(lake)
     assert store.read() == (None, None)
-    store.write({"serial": 1}, None)
+    store.write(registry_doc(1), None)
     with pytest.raises(RegistryConflict):
-        store.write({"serial": 1, "other": True}, None)  # "create" must not overwrite
+        store.write(registry_doc(1, other=True), None)  # "create" must not overwrite
     doc, token = store.read()
-    assert doc == {"serial": 1}
-    store.write({"serial": 2}, token)
+    assert doc == registry_doc(1)
+    store.write(registry_doc(2), token)
     with pytest.raises(RegistryConflict, match="changed while publishing"):
-        store.write({"serial": 3}, token)  # stale token: someone published serial 2 since
-    assert store.read()[0] == {"serial": 2}
+        store.write(registry_doc(3), token)  # stale token: someone published serial 2 since
+    assert store.read()[0] == registry_doc(2)
 
 
 def test_update_re_reads_and_re_applies_after_a_conflict(lake):
     store = RegistryStore(lake)
-    store.write({"serial": 1, "views": ["a"]}, None)
+    store.write(registry_doc(1, views=["a"]), None)
     calls = []
 
     def mutate(doc):
         calls.append(doc["serial"])
         if len(calls) == 1:  # another writer slips in between our read and our write
             other, token = store.read()
-            store.write({"serial": other["serial"] + 1, "views": other["views"] + ["b"]}, token)
-        return {"serial": doc["serial"] + 1, "views": doc["views"] + ["c"]}
+            store.write(registry_doc(other["serial"] + 1, views=other["views"] + ["b"]), token)
+        return registry_doc(doc["serial"] + 1, views=doc["views"] + ["c"])
 
     result = store.update(mutate)
     assert calls == [1, 2]
     assert result == store.read()[0]
-    assert {k: v for k, v in result.items() if k != "write_id"} == {"serial": 3, "views": ["a", "b", "c"]}
+    assert {k: v for k, v in result.items() if k != "write_id"} == registry_doc(3, views=["a", "b", "c"])
     assert json.loads(lake.read_bytes("registry-history/00000003.json")) == result
 
 

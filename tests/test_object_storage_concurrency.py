@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 
+import pytest
+
 from sync.lake import Lake
 
 from .object_storage import bump_registry
@@ -17,6 +19,7 @@ from .object_storage import bump_registry
 WRITERS, UPDATES = 8, 10
 
 
+@pytest.mark.reliability  # concurrent writers: part of the fault-and-abuse suite
 def test_concurrent_writers_lose_nothing(backend, storage_env):
     root = backend.lake_uri()
     # spawn, not fork: the children build their own clients, sharing no sockets or threads

@@ -21,6 +21,7 @@ import pytest
 from sync.lake import Lake
 from sync.registry import RegistryStore
 from sync.storage.errors import StorageError
+from tests.registry_docs import registry_doc
 
 from .object_storage import TEST_SECRET, CuttingProxy, TokenEndpoint, clean_env, free_port
 
@@ -64,7 +65,7 @@ def test_no_permission_leaves_the_registry_as_it_was(strict_s3, tmp_path, storag
     with pytest.raises(StorageError, match=rf"cannot write {uri}/registry.json: permission denied") as err:
         store.update(lambda doc: {**doc, "serial": doc["serial"] + 1})
     assert strict_s3.reader_secret not in str(err.value)
-    assert store.read()[0] == before == {"serial": 7}
+    assert store.read()[0] == before == registry_doc(7)
     assert Lake(uri).glob("raw/**") == []
 
 
@@ -79,7 +80,7 @@ def _lake_with_registry(backend, storage_env) -> tuple[str, bytes]:
     """A lake on ``backend`` holding a registry; its URI and the registry's bytes."""
     uri = backend.lake_uri()
     storage_env(backend)
-    RegistryStore(Lake(uri)).write({"serial": 1, "views": ["a"]}, None)
+    RegistryStore(Lake(uri)).write(registry_doc(1, views=["a"]), None)
     return uri, Lake(uri).read_bytes("registry.json")
 
 
@@ -193,7 +194,7 @@ def test_network_failure_mid_registry_write(backend, storage_env):
         storage_env(None, **_via(backend, proxy))
         with pytest.raises(StorageError, match=rf"cannot write {uri}/registry.json: "
                                                "the storage endpoint cannot be reached") as err:
-            RegistryStore(Lake(uri)).update(lambda doc: {"serial": doc["serial"] + 1, "views": doc["views"] + ["b"]})
+            RegistryStore(Lake(uri)).update(lambda doc: registry_doc(doc["serial"] + 1, views=doc["views"] + ["b"]))
         assert TEST_SECRET not in str(err.value)
         assert proxy.cuts >= 1
     finally:

@@ -82,15 +82,17 @@ def test_everything_lands_in_the_remote_lake(in_lake_env):
     project = in_lake_env
     lake = project.lake_obj()
     names = {p.split(lake.path(""), 1)[1].lstrip("/") for p in lake.fs.find(lake.path(""))}
+    doc = FeatureStore(registry=project.lake_uri).registry
+    built = {v: doc["feature_views"][v]["offline"]["path"] for v in ("merchant_risk", "merchant_embedding", "customer_spend")}
     for expected in ("registry.json", "registry-history/00000001.json", "raw/customers.parquet",
-                     "raw/transactions/part-00000.parquet", "features/merchant_risk.parquet",
-                     "features/merchant_embedding.parquet"):
+                     "raw/transactions/part-00000.parquet", built["merchant_risk"], built["merchant_embedding"],
+                     built["merchant_risk"][:-len(".parquet")] + ".json"):
         assert expected in names, expected
-    assert any(n.startswith("features/customer_spend/event_month=") for n in names)
+    assert any(n.startswith(built["customer_spend"] + "/event_month=") for n in names)
     assert not project.lake.exists(), "nothing may be written to the local default lake"
     assert not any(".tmp-" in n for n in names)
     # dbt's plugin finished the embedding view in the remote lake: a fixed-size float32 list
-    with lake.fs.open(lake.path("features/merchant_embedding.parquet"), "rb") as f:
+    with lake.fs.open(lake.path(built["merchant_embedding"]), "rb") as f:
         assert pq.read_schema(f).field("embedding").type == pa.list_(pa.float32(), 64)
 
 
@@ -101,7 +103,7 @@ def test_registry_and_feature_store_read_from_the_remote_lake(in_lake_env):
     views = {v.name for v in store.list_feature_views()}
     assert views == {"customer_spend", "merchant_risk", "customer_merchant_activity", "merchant_embedding"}
     doc = store.registry
-    assert doc["feature_views"]["customer_spend"]["offline"]["path"] == "features/customer_spend"  # relative
+    assert doc["feature_views"]["customer_spend"]["offline"]["path"].startswith("features/customer_spend@")  # relative
     assert doc["feature_views"]["merchant_risk"]["offline_state"]["rows"] > 1000
 
 
@@ -157,6 +159,7 @@ def test_embeddings_have_a_lance_copy_for_key_lookups(in_lake_env):
     assert pa.types.is_fixed_size_list(vectors) and vectors.list_size == 64 and vectors.value_type == pa.float32()
 
 
+@pytest.mark.reliability  # concurrent writers: part of the fault-and-abuse suite
 def test_concurrent_publishes_and_a_rebuild(in_lake_env):
     """Two `python -m sync publish` at once both land; a rebuild overwrites in place."""
     project = in_lake_env

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.definitions import Feature
-from sync.online.encoding import HEADER, NO_CREATED, EncodingError, KeyCodec, ValueCodec
+from sync.online.encoding import HEADER, NO_CREATED, EncodingError, ValueCodec
+from sync.online.keys import KeyCodec
 
 ALL_TYPES = {
     "f64": "float64", "f32": "float32", "i32": "int32", "i64": "int64", "flag": "bool", "name": "string",

@@ -85,6 +85,7 @@ def test_newer_wins_in_any_order_and_ties_go_to_the_created_time(url, fresh):
 
 
 @pytest.mark.parametrize("fresh", [False, True], ids=["update-script", "first-load-script"])
+@pytest.mark.reliability  # concurrent writers: part of the fault-and-abuse suite
 def test_concurrent_writers_in_random_order_end_with_the_newest(url, fresh):
     view = spec(features={"amount": "float64"})
     n, versions = 300, 6
@@ -231,10 +232,11 @@ def served_views(url):
 
 
 def serving_plan(views, full_names: bool = True):
+    from sync.contract import parse_data_type
     from sync.serving.online_features import OnlinePlan
 
     return OnlinePlan(tuple((v, tuple((f.name, f"{v.name}__{f.name}" if full_names else f.name,
-                                       f.data_type.endswith("]")) for f in v.features)) for v in views))
+                                       parse_data_type(f.data_type)) for f in v.features)) for v in views))
 
 
 def assert_same_answers(fast, general) -> None:

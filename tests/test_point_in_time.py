@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timezone
-from zoneinfo import ZoneInfo
+import os
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -16,14 +19,32 @@ from hypothesis import strategies as st
 from sync.definitions import Entity, Feature, FeatureRef, FeatureView, OfflineLocation
 from sync.errors import FeatureStoreError
 from sync.lake import Lake
-from sync.offline.historical import get_historical_features
+from sync.offline.historical import connect, get_historical_features
 
-from .pit_data import (TTLS, created_rows, created_table, entity_rows, entity_table, oracle_views, pair_rows,
-                       pair_table, unique_by)
-from .pit_oracle import point_in_time
+from .conftest import ROOT
+from .pit_data import (
+    BASES,
+    TTLS,
+    Scenario,
+    created_rows,
+    created_table,
+    entity_rows_near,
+    entity_table,
+    oracle_views,
+    pair_rows,
+    pair_table,
+    scenario,
+    times,
+)
+from .pit_oracle import floor_us, point_in_time
 
 ENTITIES = {"a": Entity("a", ("ka",), "int64"), "b": Entity("b", ("kb",), "string")}
 REFS = [FeatureRef("v_created", "x"), FeatureRef("v_created", "s"), FeatureRef("v_pair", "y")]
+ZONES = ["UTC", "naive", "Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"]
+# the lake's timestamp columns: as dbt writes them (us, UTC), as pandas writes them (ns), naive, coarser;
+# ns twice as often, since sub-µs digits are where rounding would hide
+FEATURE_TYPES = [("us", "UTC"), ("ns", "UTC"), ("ns", "UTC"), ("ns", None), ("ns", None), ("us", None), ("ms", "UTC")]
+SESSION_ZONES = [None, "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
 
 
 def views(ttl_created: int | None, ttl_pair: int | None) -> dict[str, FeatureView]:
@@ -37,47 +58,91 @@ def views(ttl_created: int | None, ttl_pair: int | None) -> dict[str, FeatureVie
     }
 
 
-def write(lake_dir, created, pair) -> Lake:
+def write(lake_dir, created, pair, unit: str = "us", tz: str | None = "UTC") -> Lake:
     (lake_dir / "features").mkdir(parents=True, exist_ok=True)
-    pq.write_table(created_table(created), lake_dir / "features/v_created.parquet")
-    pq.write_table(pair_table(pair), lake_dir / "features/v_pair.parquet")
+    pq.write_table(created_table(created, unit, tz), lake_dir / "features/v_created.parquet")
+    pq.write_table(pair_table(pair, unit, tz), lake_dir / "features/v_pair.parquet")
     return Lake(str(lake_dir))
 
 
-def as_rows(table: pa.Table) -> list[dict]:
-    rows = table.to_pylist()
-    for r in rows:  # compare instants, whatever zone the caller used
-        r["event_timestamp"] = r["event_timestamp"].astimezone(timezone.utc) if r["event_timestamp"].tzinfo else \
-            r["event_timestamp"].replace(tzinfo=timezone.utc)
-    return rows
+def _entity_frame(data: Scenario, zone: str, unit: str, form: str):
+    """The entity rows as a caller might hold them: Arrow (any unit, zoned or naive) or pandas
+    (whose integer key with a missing value arrives as float64 with NaN)."""
+    table = entity_table(data.entities, unit, None if zone == "naive" else zone)
+    return table if form == "arrow" else table.to_pandas()
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(created=created_rows, pair=pair_rows, entities=entity_rows, ttl_c=st.sampled_from(TTLS),
-       ttl_p=st.sampled_from(TTLS), zone=st.sampled_from(["UTC", "naive", "Europe/Berlin", "America/New_York"]),
-       unit=st.sampled_from(["us", "ns", "ms"]))
-def test_matches_the_oracle(tmp_path_factory, created, pair, entities, ttl_c, ttl_p, zone, unit):
-    created = unique_by(created, "ka", "ts", "created")
-    pair = unique_by(pair, "ka", "kb", "ts")
-    lake = write(tmp_path_factory.mktemp("lake"), created, pair)
-    table = entity_table(entities)
-    ts = table["event_timestamp"]
-    if zone == "naive":
-        ts = ts.cast(pa.timestamp(unit))  # UTC wall-clock values without a zone: taken as UTC
-    else:
-        ts = ts.cast(pa.timestamp(unit, tz=zone))
-    table = table.set_column(2, "event_timestamp", ts)
-    got = get_historical_features(lake, views(ttl_c, ttl_p), ENTITIES, table, REFS)
-    expected = point_in_time(entities, "event_timestamp", oracle_views(created, pair, ttl_c, ttl_p))
+@given(created=created_rows, pair=pair_rows, data=st.data(), ttl_c=st.sampled_from(TTLS),
+       ttl_p=st.sampled_from(TTLS), zone=st.sampled_from(ZONES), unit=st.sampled_from(["ns", "us", "ms", "s"]),
+       base=st.sampled_from(sorted(BASES)), feature_type=st.sampled_from(FEATURE_TYPES),
+       session_zone=st.sampled_from(SESSION_ZONES), form=st.sampled_from(["arrow", "pandas"]))
+def test_matches_the_oracle(tmp_path_factory, created, pair, data, ttl_c, ttl_p, zone, unit, base, feature_type,
+                            session_zone, form):
+    """Floored to µs everywhere (a lookup at 09:59:59.9999995 never sees a row stamped
+    10:00), naive = UTC, zones are instants, in any DuckDB session zone; TTLs up to the
+    contract's 100-year bound; float keys with NaN from pandas."""
+    entities = data.draw(entity_rows_near(created, pair), label="entities")
+    data = scenario(created, pair, entities, base, feature_unit=feature_type[0], entity_unit=unit)
+    lake = write(tmp_path_factory.mktemp("lake"), data.created, data.pair, *feature_type)
+    frame = _entity_frame(data, zone, unit, form)
+    con = connect()
+    if session_zone:  # a caller's connection in another zone must not change the answer
+        con.execute(f"set TimeZone = '{session_zone}'")
+    got = get_historical_features(lake, views(ttl_c, ttl_p), ENTITIES, frame, REFS, con=con)
+    expected = point_in_time(data.entities, "event_timestamp", oracle_views(data.created, data.pair, ttl_c, ttl_p))
+    given_table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     assert got.column_names == ["ka", "kb", "event_timestamp", "label", "x", "s", "y"]
-    assert got["event_timestamp"].type == ts.type, "the caller's column comes back unchanged"
-    assert as_rows(got) == expected
+    assert got.select(given_table.column_names).equals(given_table), "the caller's columns come back unchanged"
+    assert got.select(["x", "s", "y"]).to_pylist() == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(created=created_rows, until=times(-1, 14), since=st.one_of(st.none(), times(-1, 14)),
+       base=st.sampled_from(sorted(BASES)), feature_type=st.sampled_from(FEATURE_TYPES))
+def test_online_latest_rows_floor_like_training_sets(tmp_path_factory, created, until, since, base, feature_type):
+    """The materializer's latest row per entity (sync/online/latest.py) is the oracle's, at
+    µs precision, for every way the lake stores times, incremental reads included. Once:
+    ns files failed to bind (epoch_us(TIMESTAMPTZ_NS), TIMESTAMP_NS <= TIMESTAMPTZ)."""
+    from sync.online.latest import Watermark, scan
+    from sync.online.latest import connect as latest_connect
+
+    data = scenario([r for r in created if r["ka"] is not None], [], [], base, feature_unit=feature_type[0])
+    lake = write(tmp_path_factory.mktemp("lake"), data.created, [], *feature_type)
+    until_us, since_us = floor_us(BASES[base] + until), since is not None and floor_us(BASES[base] + since)
+    mark = None if since is None else Watermark(since_us)
+    found = scan(latest_connect(), lake, views(None, None)["v_created"], since=mark, until_us=until_us)
+    got = {r["ka"]: (r["__fs_e"], r["x"]) for t in found.batches(["x"]) for r in t.to_pylist()}
+    # the oracle: per key, the latest row at `until` among the rows the watermark reads again
+    rows = [r for r in data.created if since is None or floor_us(r["ts"]) >= since_us]
+    view = oracle_views(rows, [], None, None)[0]
+    view["features"] = {"x": "x", "ts": "ts"}
+    keys = sorted({r["ka"] for r in rows})
+    expected = point_in_time([{"ka": k, "t": BASES[base] + until} for k in keys], "t", [view])
+    assert got == {k: (floor_us(e["ts"]), e["x"]) for k, e in zip(keys, expected) if e["ts"] is not None}
+
+
+def test_machine_time_zone_does_not_matter():
+    """The property test again, in a process whose machine zone is America/New_York."""
+    env = {**os.environ, "TZ": "America/New_York"}
+    code = "import duckdb; print(duckdb.connect().execute(\"select current_setting('TimeZone')\").fetchone()[0])"
+    probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "America/New_York", "DuckDB follows the machine zone by default"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "tests/test_point_in_time.py::test_matches_the_oracle"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def ns(text: str) -> int:
+    """An instant written in UTC, as ns since the epoch (sub-µs digits allowed)."""
+    return pd.Timestamp(text, tz="UTC").value
 
 
 @pytest.fixture
 def lake(tmp_path):
-    created = [{"ka": 1, "ts": pd.Timestamp("2026-01-01 10:00", tz="UTC"), "created": None, "x": 1.0, "s": "a"}]
-    pair = [{"ka": 1, "kb": "p", "ts": pd.Timestamp("2026-01-01 09:00", tz="UTC"), "y": 7}]
+    created = [{"ka": 1, "ts": ns("2026-01-01 10:00"), "created": None, "x": 1.0, "s": "a"}]
+    pair = [{"ka": 1, "kb": "p", "ts": ns("2026-01-01 09:00"), "y": 7}]
     return write(tmp_path, created, pair)
 
 
@@ -114,7 +179,7 @@ def test_other_timestamp_column_name(lake):
 
 def test_collisions_suggest_full_feature_names(lake):
     df = entity_df().rename(columns={"label": "x"})
-    with pytest.raises(FeatureStoreError, match="collides with entity_df.*full_feature_names=True"):
+    with pytest.raises(FeatureStoreError, match=r"collides with a column of the entity rows \(entity_df.*full_feature_names=True"):
         hist(lake, df)
     got = hist(lake, df, full_feature_names=True)
     assert got.column_names[-3:] == ["v_created__x", "v_created__s", "v_pair__y"]
@@ -151,9 +216,86 @@ def test_empty_entity_df_gives_an_empty_result_with_the_columns(lake):
     assert got.num_rows == 0 and got.column_names[-3:] == ["x", "s", "y"]
 
 
+def test_empty_entity_df_with_ttls_has_every_column_and_type(lake):
+    """Once: Binder Error ... "-"(NULL, INTERVAL) when a requested view had a TTL."""
+    ttl_views = views(3, 1)
+    full = get_historical_features(lake, ttl_views, ENTITIES, entity_df(), REFS)
+    for empty in (entity_df().iloc[:0], pa.Table.from_pandas(entity_df()).slice(0, 0),
+                  pd.DataFrame(columns=["ka", "kb", "label", "event_timestamp"])):  # untyped, as pandas makes it
+        got = get_historical_features(lake, ttl_views, ENTITIES, empty, REFS)
+        assert got.num_rows == 0 and got.column_names == full.column_names
+        assert got.schema.field("x").type == pa.float64() and got.schema.field("s").type == pa.string()
+        assert got.schema.field("y").type == pa.int64()
+
+
+@pytest.mark.parametrize("unit", ["ns", "us"])
+def test_sub_microsecond_times_are_floored_never_rounded(tmp_path, unit):
+    """09:59:59.9999995 is 09:59:59.999999 at µs precision: the 10:00 row is in its future.
+    Once: ArrowInvalid (would lose data); the macro rounded up and returned the 10:00 value."""
+    rows = [{"ka": 1, "ts": ns("2026-01-01 09:00"), "created": None, "x": 1.0, "s": None},
+            {"ka": 1, "ts": ns("2026-01-01 10:00"), "created": None, "x": 2.0, "s": None}]
+    lake = write(tmp_path, rows, [], unit)
+    times = [ns(t) for t in ("2026-01-01 09:59:59.9999995", "2026-01-01 09:59:59.999999999",
+                             "2026-01-01 10:00:00", "2026-01-01 10:00:00.0000009")]
+    table = pa.table({"ka": [1] * 4, "event_timestamp": pa.array(times, pa.int64()).view(pa.timestamp("ns", tz="UTC"))})
+    for frame in (table, table.to_pandas(), pl.from_arrow(table)):
+        got = get_historical_features(lake, views(None, None), ENTITIES, frame, REFS[:1])
+        assert got["x"].to_pylist() == [1.0, 1.0, 2.0, 2.0]
+        assert got["event_timestamp"].type == pa.timestamp("ns", tz="UTC"), "returned exactly as given"
+    # a feature row stamped 10:00:00.0000005 in the lake is 10:00:00 too: visible at 10:00
+    lake = write(tmp_path, [dict(rows[1], ts=ns("2026-01-01 10:00:00.0000005"))], [], "ns")
+    at_ten = pa.table({"ka": [1], "event_timestamp": pa.array([ns("2026-01-01 10:00")], pa.timestamp("ns", tz="UTC"))})
+    assert get_historical_features(lake, views(None, None), ENTITIES, at_ten, REFS[:1])["x"].to_pylist() == [2.0]
+
+
+def test_integral_float_keys_are_keys_and_nan_is_missing(lake):
+    """pandas turns an integer key with a missing value into float64: accepted as long as
+    every value is a whole number (NaN: no entity). Once: refused as 'double'."""
+    df = entity_df().astype({"ka": "float64"})
+    df.loc[2, "ka"] = np.nan
+    got = hist(lake, df)
+    expected = hist(lake, entity_df().astype({"ka": "Int64"}).assign(ka=lambda d: d["ka"].mask(d.index == 2)))
+    assert got.select(["x", "s", "y"]).equals(expected.select(["x", "s", "y"]))
+    assert got["ka"].type == pa.float64(), "the caller's column comes back as given"
+    polars_nan = pl.from_pandas(entity_df()).with_columns(pl.Series("ka", [1.0, 1.0, float("nan"), 1.0]))
+    assert hist(lake, polars_nan).select(["x", "s", "y"]).equals(expected.select(["x", "s", "y"]))
+
+
+@pytest.mark.parametrize(("value", "shown"), [(1.5, "1.5"), (2.0**60, "1.152921504606847e+18"), (float("inf"), "inf")])
+def test_non_integral_float_keys_name_the_column_and_a_value(lake, value, shown):
+    df = entity_df().astype({"ka": "float64"})
+    df.loc[1, "ka"] = value
+    with pytest.raises(FeatureStoreError, match=rf"entity_df column 'ka' is double with value {re.escape(shown)}.*"
+                                                rf"join key 'ka' of 'v_created' is int64.*astype\('Int64'\)"):
+        hist(lake, df)
+
+
+def test_ttl_longer_than_the_bound_is_refused_naming_the_view(lake):
+    """A registry written before TTLs were bounded; `t - ttl` would overflow inside DuckDB."""
+    too_long = {name: v for name, v in views(None, None).items()}
+    from dataclasses import replace
+    too_long["v_pair"] = replace(too_long["v_pair"], ttl_seconds=10**12)
+    with pytest.raises(FeatureStoreError, match="feature view 'v_pair': ttl .* is longer than 100 years"):
+        get_historical_features(lake, too_long, ENTITIES, entity_df(), REFS)
+
+
+def test_the_longest_ttl_works_at_the_edge_of_time(tmp_path):
+    """100 years back from 0001-01-01 is still a timestamp DuckDB holds."""
+    from sync.contract import MAX_TTL_SECONDS
+    early = -62135596800 * 10**6  # 0001-01-01T00:00:00Z in µs
+    (tmp_path / "features").mkdir()
+    pq.write_table(pa.table({"ka": [1], "ts": pa.array([early - MAX_TTL_SECONDS * 10**6], pa.int64()).view(
+        pa.timestamp("us", tz="UTC")), "y": [7], "kb": ["p"]}), tmp_path / "features/v_pair.parquet")
+    spine = pa.table({"ka": [1, 1], "kb": ["p", "p"], "event_timestamp": pa.array(
+        [early, early + 1], pa.int64()).view(pa.timestamp("us", tz="UTC"))})
+    got = get_historical_features(Lake(str(tmp_path)), views(None, MAX_TTL_SECONDS // 60), ENTITIES, spine,
+                                  [FeatureRef("v_pair", "y")])
+    assert got["y"].to_pylist() == [7, None], "exactly 100 years old is inclusive; a µs more is expired"
+
+
 def test_the_worked_example_in_the_docs(tmp_path):
     """docs/point-in-time.md's merchant_risk example, row by row."""
-    ts = lambda text: pd.Timestamp(text, tz="UTC")  # noqa: E731
+    ts = lambda text: pd.Timestamp(text, tz="UTC")
     (tmp_path / "features").mkdir()
     pq.write_table(pa.table({
         "merchant_id": [7, 7, 7],

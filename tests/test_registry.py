@@ -14,6 +14,7 @@ from sync.lake import Lake
 from sync.manifest import Manifest
 from sync.registry import RegistryConflict, RegistryStore, apply_definitions, diff_documents
 from sync.validate import build_definitions
+from tests.registry_docs import registry_doc
 
 
 def ctx(n: int = 1) -> dict:
@@ -123,12 +124,12 @@ def test_service_losing_a_feature_is_breaking(defs):
 
 def test_write_refuses_a_stale_token(tmp_path):
     store = RegistryStore(Lake(str(tmp_path)))
-    store.write({"serial": 1}, None)
+    store.write(registry_doc(1), None)
     _, token = store.read()
-    store.write({"serial": 2}, token)
+    store.write(registry_doc(2), token)
     with pytest.raises(RegistryConflict):
-        store.write({"serial": 3}, token)
-    assert store.read()[0] == {"serial": 2}
+        store.write(registry_doc(3), token)
+    assert store.read()[0] == registry_doc(2)
 
 
 def _bump_many(root: str, writer: int, n: int) -> None:
@@ -136,10 +137,11 @@ def _bump_many(root: str, writer: int, n: int) -> None:
     for i in range(n):
         def mutate(doc):
             doc = dict(doc or {"serial": 0, "applied": []})
-            return {"serial": doc["serial"] + 1, "applied": doc["applied"] + [f"{writer}-{i}"]}
+            return registry_doc(doc["serial"] + 1, applied=doc["applied"] + [f"{writer}-{i}"])
         store.update(mutate, attempts=200)
 
 
+@pytest.mark.reliability  # concurrent writers: part of the fault-and-abuse suite
 def test_concurrent_publishers_lose_nothing(tmp_path):
     procs = [multiprocessing.Process(target=_bump_many, args=(str(tmp_path), w, 10)) for w in range(8)]
     for p in procs:
@@ -158,7 +160,7 @@ def test_two_writers_computing_the_same_document_both_land(tmp_path):
     import threading
 
     store = RegistryStore(Lake(str(tmp_path)))
-    store.update(lambda current: {"serial": 1})
+    store.update(lambda current: registry_doc(1))
     barrier = threading.Barrier(2)
     first = threading.local()
 
@@ -166,7 +168,7 @@ def test_two_writers_computing_the_same_document_both_land(tmp_path):
         if not getattr(first, "done", False):
             first.done = True
             barrier.wait(timeout=10)  # both have read the same serial before either writes
-        return {"serial": current["serial"] + 1}
+        return registry_doc(current["serial"] + 1)
 
     threads = [threading.Thread(target=store.update, args=(bump,)) for _ in range(2)]
     for t in threads:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import duckdb
 import httpx
@@ -51,8 +51,8 @@ def store(served) -> FeatureStore:
 def latest_offline(project: Project, view: str, keys: list[str], event: str, created: str | None, ttl_days: float | None):
     """The latest row per entity straight from the lake's Parquet, an independent reading."""
     order = f"{event} desc" + (f", {created} desc nulls last" if created else "")
-    path = project.lake / "features" / view
-    source = f"read_parquet('{path}/**/*.parquet', hive_partitioning=true)" if path.is_dir() else f"read_parquet('{path}.parquet')"
+    path = project.published_path(view)  # the build the registry publishes
+    source = f"read_parquet('{path}/**/*.parquet', hive_partitioning=true)" if path.is_dir() else f"read_parquet('{path}')"
     with duckdb.connect() as con:
         con.execute("set TimeZone='UTC'")
         df = con.sql(f"select * from {source} qualify row_number() over (partition by {', '.join(keys)} order by {order}) = 1").df()

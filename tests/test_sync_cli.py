@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -20,6 +21,11 @@ def assert_refused(project, proc, *messages: str) -> None:
         assert m in proc.stderr, f"{m!r} not in:\n{proc.stderr}"
 
 
+def definition_changes(plan: dict) -> list[dict]:
+    """Plan changes other than a view's new build (new data under the same definition)."""
+    return [c for c in plan["changes"] if not c["detail"].startswith("offline data:")]
+
+
 def test_publish_records_everything(built_project):
     doc = json.loads(built_project.registry_path.read_text())
     manifest = built_project.manifest()
@@ -27,7 +33,10 @@ def test_publish_records_everything(built_project):
     assert view["entities"] == ["customer", "merchant"] and view["join_keys"] == ["customer_id", "merchant_id"]
     assert view["ttl"] == "30d" and view["ttl_seconds"] == 30 * 86400 and view["online"] is True
     assert view["owner"] == "fraud-ml@example.com" and view["tags"] == ["payments", "fraud"]
-    assert view["offline"] == {"format": "parquet", "path": "features/customer_merchant_activity",
+    # a build of its own (features/<view>@<build id>), recorded good by dbt's on-run-end hook
+    assert re.fullmatch(r"features/customer_merchant_activity@\d{8}T\d{6}Z-[0-9a-f]{8}", view["offline"]["path"])
+    assert view["offline_state"]["build"]["id"] == view["offline"]["path"].split("@")[1]
+    assert view["offline"] == {"format": "parquet", "path": view["offline"]["path"],
                                "partition_by": ["event_month"],
                                "relation": manifest["nodes"]["model.feature_store.customer_merchant_activity"]["relation_name"]}
     assert view["offline_state"]["rows"] > 0 and view["offline_state"]["dbt_status"] == "success"
@@ -82,7 +91,7 @@ def test_missing_manifest_is_refused(project):
 
 def test_missing_offline_data_is_refused(project):
     before = registry_bytes(project)
-    (project.lake / "features" / "merchant_risk.parquet").unlink()
+    project.published_path("merchant_risk").unlink()
     assert_refused(project, project.sync(), "merchant_risk: offline: no Parquet at")
     assert registry_bytes(project) == before
 
@@ -92,7 +101,8 @@ def test_versioning_and_plan_through_dbt(project):
     project.edit("features/merchant_risk.sql", "select\n    merchant_id,", "select\n    -- the merchant\n    merchant_id   ,")
     project.dbt("build", "-s", "merchant_risk")
     plan = json.loads(project.sync("plan", "--json").stdout)
-    assert plan["changes"] == [] and plan["versions"]["merchant_risk"] == 1
+    assert definition_changes(plan) == [] and plan["versions"]["merchant_risk"] == 1
+    assert [c["detail"].split(":")[0] for c in plan["changes"]] == ["offline data"]  # a new build, same version
 
     # new logic: version 2 for this view only; others untouched even though this
     # `dbt build -s` left them uncompiled in the manifest
@@ -100,7 +110,8 @@ def test_versioning_and_plan_through_dbt(project):
     project.dbt("build", "-s", "merchant_risk")
     plan = json.loads(project.sync("plan", "--json").stdout)
     assert plan["versions"] == {"customer_merchant_activity": 1, "customer_spend": 1, "merchant_embedding": 1, "merchant_risk": 2}
-    assert [(c["target"], c["detail"], c["breaking"]) for c in plan["changes"]] == [("merchant_risk", "compiled SQL changed", False)]
+    assert [(c["target"], c["detail"], c["breaking"]) for c in definition_changes(plan)] == \
+        [("merchant_risk", "compiled SQL changed", False)]
     assert project.sync().returncode == 0
 
     # drop a feature: breaking; plan says so and can fail CI

@@ -149,11 +149,34 @@ def test_online_must_be_boolean(manifest_data):
     only(problems_of(manifest_data), "merchant_risk", "feature_view.online")
 
 
-def test_model_in_features_without_metadata(manifest_data):
+def test_a_model_without_feature_view_metadata_is_not_a_feature_view(manifest_data):
+    # feature views are recognised by config.meta.feature_view, whichever folder they are in
     del manifest_data["nodes"][RISK]["config"]["meta"]["feature_view"]
     problems = problems_of(manifest_data)
-    # the view is invalid, so the services using it are reported too; the view comes first
-    assert (problems[0].model, problems[0].key) == ("merchant_risk", "config.meta.feature_view")
+    assert not [p for p in problems if p.model == "merchant_risk"]
+    assert any(p.model == "fraud_detection_v1" and "unknown feature view 'merchant_risk'" in p.message for p in problems)
+
+
+def test_a_misspelt_feature_view_key_is_reported(manifest_data):
+    meta_ = manifest_data["nodes"][RISK]["config"]["meta"]
+    meta_["feature_veiw"] = meta_.pop("feature_view")
+    problems = problems_of(manifest_data)
+    # the view comes first, then the services that use it
+    assert (problems[0].model, problems[0].key) == ("merchant_risk", "config.meta.feature_veiw")
+    assert "did you mean 'feature_view'" in problems[0].hint
+
+
+def test_hints_name_the_users_project(manifest_data):
+    manifest_data["metadata"]["project_name"] = "rides"
+    for node in manifest_data["nodes"].values():
+        node["package_name"] = "rides" if node.get("package_name") == "feature_store" else node.get("package_name")
+    for exposure in manifest_data["exposures"].values():
+        exposure["package_name"] = "rides"
+    meta(manifest_data, RISK)["entities"] = ["courier"]
+    manifest_data["nodes"][RISK]["config"]["materialized"] = "table"
+    hints = " ".join(p.hint for p in problems_of(manifest_data))
+    assert "models: rides: +meta: feature_store: entities" in hints and "models: rides:" in hints
+    assert "features/" not in hints and "models: feature_store" not in hints
 
 
 def test_join_key_type_must_match_entity(manifest_data):
@@ -184,3 +207,12 @@ def test_several_problems_are_all_reported(manifest_data):
     keys = {(p.model, p.key) for p in problems_of(manifest_data)}
     assert {("merchant_risk", "feature_view.ttl"), ("customer_spend", "feature_view.entities"),
             ("customer_spend", "columns.amount_sum_1d.data_type")} <= keys
+
+
+def test_feature_name_with_a_colon_is_refused(manifest_data):
+    """`view:feature` could never name it (services, the API, the macro)."""
+    node = manifest_data["nodes"][RISK]
+    node["compiled_code"] = node["compiled_code"].replace("as fraud_reports_7d", 'as "fraud:reports_7d"')
+    node["columns"]["fraud:reports_7d"] = {**node["columns"].pop("fraud_reports_7d"), "name": "fraud:reports_7d"}
+    p = only(problems_of(manifest_data), "merchant_risk", "columns.fraud:reports_7d")
+    assert "contains ':'" in p.message and "view:feature" in p.message

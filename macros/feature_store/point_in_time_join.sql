@@ -9,15 +9,93 @@
     timestamp; none -> nulls. Every spine row comes back once, with all its columns.
     `feature_service='name'` instead of `features` also works; dbt cannot see a service's
     views while parsing, so add `-- depends_on: {{ ref('view') }}` lines for them.
-    Results equal FeatureStore.get_historical_features (tests/test_pit_macro.py). -#}
+    Results equal FeatureStore.get_historical_features (tests/test_pit_macro.py).
+
+    Rules written both here and in Python (tests/test_pit_macro.py checks each pair agrees;
+    docs/point-in-time.md lists them): the TTL grammar and bound (ttl_seconds ~
+    sync/contract.py parse_ttl), times as UTC instants floored to µs (_pit_instant ~
+    sync/offline/instants.py instant_sql), the output-name collision message (_pit_collision
+    ~ sync/offline/historical.py COLLISION), the resolved-files check (parquet_files_resolved
+    ~ historical.py RESOLVED_SQL). Each public macro named here has a file of its own.
+
+    Dispatched per adapter: duckdb__ (ASOF joins) and default__ (a window, e.g. BigQuery). -#}
 
 {% macro point_in_time_join(spine, features=none, feature_service=none, timestamp='event_timestamp', full_feature_names=false) -%}
   {%- set requests = feature_store._pit_requests(features, feature_service, full_feature_names) -%}
   {%- if not execute -%}
     {{ return('select 1 as parsing') }}
   {%- endif -%}
-  {{ return(adapter.dispatch('point_in_time_join', 'feature_store')(spine, requests, timestamp)) }}
+  {%- set spine_columns = feature_store._pit_spine_columns(spine) -%}
+  {%- do feature_store._pit_check_outputs(spine_columns, requests, full_feature_names) -%}
+  {{ return(adapter.dispatch('point_in_time_join', 'feature_store')(spine, requests, timestamp, spine_columns)) }}
 {%- endmacro %}
+
+
+{#- The spine's columns as {name: type}, or none when they cannot be known now: compiling
+    without introspection (`--no-introspect`, e.g. offline), or a spine not built yet (a
+    `dbt compile` before the first build; `dbt run` compiles again once it exists). -#}
+{% macro _pit_spine_columns(spine) -%}
+  {%- if not flags.INTROSPECT -%}{{ return(none) }}{%- endif -%}
+  {%- if spine is string -%}
+    {{ return(adapter.dispatch('_pit_query_columns', 'feature_store')(spine)) }}
+  {%- endif -%}
+  {{ return(feature_store._pit_relation_columns(spine) or none) }}
+{%- endmacro %}
+
+{#- {name: data type} of a relation; {} when it does not exist (yet) or introspection is off. -#}
+{% macro _pit_relation_columns(relation) -%}
+  {%- set out = {} -%}
+  {%- if flags.INTROSPECT -%}
+    {%- for col in adapter.get_columns_in_relation(relation) -%}{%- do out.update({col.name: col.dtype}) -%}{%- endfor -%}
+  {%- endif -%}
+  {{ return(out) }}
+{%- endmacro %}
+
+{% macro default___pit_query_columns(query) -%}
+  {%- set out = {} -%}
+  {%- for name in run_query('select * from ' ~ query ~ ' limit 0').column_names -%}{%- do out.update({name: none}) -%}{%- endfor -%}
+  {{ return(out) }}
+{%- endmacro %}
+
+{% macro duckdb___pit_query_columns(query) -%}
+  {%- set out = {} -%}
+  {%- for row in run_query('describe select * from ' ~ query).rows -%}{%- do out.update({row[0]: row[1]}) -%}{%- endfor -%}
+  {{ return(out) }}
+{%- endmacro %}
+
+
+{#- Refuse what the warehouse would otherwise rename silently (DuckDB answers a second
+    `spend_1h` as `spend_1h_1`): an output column equal to a spine column (compared without
+    case, as SQL does) or to another view's output, and spine columns in our namespace. -#}
+{% macro _pit_check_outputs(spine_columns, requests, full_feature_names) -%}
+  {%- set seen = {} -%}
+  {%- set reserved = [] -%}
+  {%- for name in (spine_columns or {}).keys() -%}
+    {%- do seen.update({name | lower: feature_store._pit_entity_column()}) -%}
+    {%- if name.startswith('__fs_') -%}{%- do reserved.append(name) -%}{%- endif -%}
+  {%- endfor -%}
+  {%- if reserved -%}
+    {{ exceptions.raise_compiler_error("point_in_time_join: spine columns may not start with '__fs_': " ~ reserved | join(', ')) }}
+  {%- endif -%}
+  {%- for r in requests -%}
+    {%- for name, out in r.features -%}
+      {%- set feature = r.view ~ ':' ~ name -%}
+      {%- if out | lower in seen -%}
+        {{ exceptions.raise_compiler_error("point_in_time_join: " ~ feature_store._pit_collision(out, feature, seen[out | lower], full_feature_names)) }}
+      {%- endif -%}
+      {%- do seen.update({out | lower: feature}) -%}
+    {%- endfor -%}
+  {%- endfor -%}
+{%- endmacro %}
+
+{#- The message, word for word as sync/offline/historical.py COLLISION / collision_message. -#}
+{% macro _pit_collision(column, feature, other, full_feature_names) -%}
+  {%- set hint = '' if full_feature_names else '; pass full_feature_names=True to name columns view__feature' -%}
+  {{ return("output column '{column}' (from {feature}) collides with {other}{hint}".format(
+      column=column, feature=feature, other=other, hint=hint)) }}
+{%- endmacro %}
+
+{% macro _pit_entity_column() -%}{{ return("a column of the entity rows (entity_df, or the macro's spine)") }}{%- endmacro %}
 
 
 {#- [{view, relation, join_keys, event_ts, created_ts, ttl_seconds, features: [(name, out)]}] -#}
@@ -85,53 +163,34 @@
       {%- do requests.append({
           'view': view, 'relation': relation, 'config': node.config, 'join_keys': keys,
           'event_ts': spec.event_timestamp, 'created_ts': spec.get('created_timestamp'),
-          'ttl_seconds': feature_store.ttl_seconds(spec.get('ttl')), 'features': feats}) -%}
+          'ttl_seconds': feature_store.ttl_seconds(spec.get('ttl'), view), 'features': feats}) -%}
     {%- endif -%}
   {%- endfor -%}
   {{ return(requests) }}
 {%- endmacro %}
 
-
-{#- The contract's TTL grammar (sync/contract.py parse_ttl; tests/test_pit_macro.py checks
-    they agree): 7d, 1d12h, 90m, 45s, 2w, ISO 8601 (P7D, PT12H), whole seconds; 0/none: no TTL. -#}
-{% macro ttl_seconds(value) -%}
-  {%- if value is none or value is sameas false -%}{{ return(none) }}{%- endif -%}
-  {%- if value is number -%}{{ return(value if value > 0 else none) }}{%- endif -%}
-  {%- set text = value | string | trim -%}
-  {%- if text.isdigit() -%}{{ return((text | int) or none) }}{%- endif -%}
-  {%- set iso = modules.re.match('^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$', text.upper()) -%}
-  {%- if iso and text.upper() not in ['P', 'PT'] and not text.upper().endswith('T') -%}
-    {%- set g = iso.groups() -%}
-    {%- set total = (g[0] or 0) | int * 604800 + (g[1] or 0) | int * 86400 + (g[2] or 0) | int * 3600 + (g[3] or 0) | int * 60 + (g[4] or 0) | int -%}
-    {{ return(total or none) }}
-  {%- endif -%}
-  {%- set compact = text.lower().replace(' ', '') -%}
-  {%- set parts = modules.re.findall('(\d+)(w|d|h|m|s)', compact) -%}
-  {%- set units = {'w': 604800, 'd': 86400, 'h': 3600, 'm': 60, 's': 1} -%}
-  {%- set ns = namespace(total=0, text='') -%}
-  {%- for n, u in parts -%}
-    {%- set ns.total = ns.total + (n | int) * units[u] -%}
-    {%- set ns.text = ns.text ~ n ~ u -%}
-  {%- endfor -%}
-  {%- if parts and ns.text == compact -%}{{ return(ns.total or none) }}{%- endif -%}
-  {{ exceptions.raise_compiler_error("feature_store: ttl '" ~ value ~ "' is not a duration") }}
-{%- endmacro %}
-
-
-{#- DuckDB: one ASOF join per view. Views written resolved (write_feature_view.sql: one
+{#- DuckDB: one ASOF join per view. Views written resolved (write_to_file.sql: one
     row per join keys and event time, marked in every file's footer) join on the event time
     alone; any other view with a created timestamp joins on (event µs, created µs) packed
-    into a HUGEINT, so ties resolve inside the join. -#}
-{% macro duckdb__point_in_time_join(spine, requests, timestamp) -%}
+    into a HUGEINT, so ties resolve inside the join. Every time goes through _pit_instant,
+    so the answer is the same in any session time zone. -#}
+{% macro duckdb__point_in_time_join(spine, requests, timestamp, spine_columns=none) -%}
+{%- set spine_ts = feature_store._pit_instant(adapter.quote(timestamp), feature_store._pit_timestamp_type(spine_columns, timestamp)) -%}
 {%- set tie_breaks = [] -%}
+{%- set instants = [] -%}
 {%- for r in requests -%}
   {%- do tie_breaks.append(r.created_ts is not none and not feature_store._pit_resolved(r)) -%}
+  {%- set types = {} -%}
+  {%- for name, dtype in feature_store._pit_relation_columns(r.relation).items() -%}{%- do types.update({name | lower: dtype}) -%}{%- endfor -%}
+  {%- do instants.append({
+      'event': feature_store._pit_instant(adapter.quote(r.event_ts), types.get(r.event_ts | lower)),
+      'created': feature_store._pit_instant(adapter.quote(r.created_ts), types.get(r.created_ts | lower)) if r.created_ts else none}) -%}
 {%- endfor -%}
 {%- set needs_key = true in tie_breaks -%}
 with __fs_spine as (
-    select *, cast({{ adapter.quote(timestamp) }} as timestamptz) as __fs_ts
+    select *, {{ spine_ts }} as __fs_ts
     {%- if needs_key %},
-        epoch_us(cast({{ adapter.quote(timestamp) }} as timestamptz))::hugeint * 18446744073709551616 + 18446744073709551615 as __fs_key
+        epoch_us({{ spine_ts }})::hugeint * 18446744073709551616 + 18446744073709551615 as __fs_key
     {%- endif %}
     from {{ spine }}
 )
@@ -147,14 +206,14 @@ select
     {%- endfor %}
     {%- endfor %}
 from __fs_spine e
-{%- for r in requests %}{% set v = 'v' ~ loop.index0 %}{% set tie_break = tie_breaks[loop.index0] %}
+{%- for r in requests %}{% set v = 'v' ~ loop.index0 %}{% set tie_break = tie_breaks[loop.index0] %}{% set t = instants[loop.index0] %}
 asof left join (
     select
         {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
-        {{ adapter.quote(r.event_ts) }} as __fs_ts,
+        {{ t.event }} as __fs_ts,
         {%- if tie_break %}
-        epoch_us({{ adapter.quote(r.event_ts) }})::hugeint * 18446744073709551616
-            + (coalesce(epoch_us({{ adapter.quote(r.created_ts) }}), -9223372036854775808)::hugeint + 9223372036854775808) as __fs_key,
+        epoch_us({{ t.event }})::hugeint * 18446744073709551616
+            + (coalesce(epoch_us({{ t.created }}), -9223372036854775808)::hugeint + 9223372036854775808) as __fs_key,
         {%- endif %}
         {%- for name, out in r.features %}
         {{ adapter.quote(name) }} as {{ adapter.quote(out) }}{{ ',' if not loop.last }}
@@ -168,39 +227,46 @@ asof left join (
 {%- endmacro %}
 
 
+{#- A UTC instant (TIMESTAMPTZ) floored to the microsecond, in any session time zone:
+    naive values are UTC wall-clock times, zoned ones the instants they denote, and ns are
+    floored (DuckDB's casts would round them, and `cast(naive as timestamptz)` would read
+    them in the session's zone). Python's rule: sync/offline/instants.py instant_sql;
+    tests/test_pit_macro.py checks both on every type. Unknown type (not built yet): the
+    form for every type but TIMESTAMPTZ_NS, which then fails to bind rather than answer wrong. -#}
+{% macro _pit_instant(expr, data_type=none) -%}
+  {%- if (data_type or '') | upper in ['TIMESTAMPTZ_NS', 'TIMESTAMP_NS WITH TIME ZONE'] -%}
+    {{ return("make_timestamptz(epoch_us(timezone('UTC', " ~ expr ~ ")))") }}
+  {%- endif -%}
+  {{ return("make_timestamptz(epoch_us(" ~ expr ~ "))") }}
+{%- endmacro %}
+
+{#- The spine's timestamp column type (none: unknown); a clear error when it is missing or not a time. -#}
+{% macro _pit_timestamp_type(spine_columns, timestamp) -%}
+  {%- if spine_columns is none -%}{{ return(none) }}{%- endif -%}
+  {%- for name, dtype in spine_columns.items() if name | lower == timestamp | lower -%}
+    {%- set t = (dtype or '') | upper -%}
+    {%- if dtype and not (t.startswith('TIMESTAMP') or t in ['DATE', 'DATETIME']) -%}
+      {{ exceptions.raise_compiler_error("point_in_time_join: spine column '" ~ name ~ "' is " ~ dtype ~ ", not a timestamp; convert it first (e.g. cast(" ~ name ~ " as timestamptz))") }}
+    {%- endif -%}
+    {{ return(dtype) }}
+  {%- endfor -%}
+  {{ exceptions.raise_compiler_error("point_in_time_join: the spine has no timestamp column '" ~ timestamp ~ "' (columns: " ~ spine_columns.keys() | join(', ') ~ "); name it with timestamp='...'") }}
+{%- endmacro %}
+
+
 {#- True when the Parquet files behind an `external` view are written resolved. -#}
 {% macro _pit_resolved(r) -%}
   {%- if r.config.get('materialized') != 'external' -%}{{ return(false) }}{%- endif -%}
-  {%- set location = r.config.get('location') or external_location(r.relation, r.config) -%}
-  {%- set files = location ~ '/**/*.parquet' if (r.config.get('options') or {}).get('partition_by') else location -%}
+  {%- set files = feature_store.relation_files(r.relation) -%}
+  {%- if files is none -%}{{ return(false) }}{%- endif -%}
   {{ return(feature_store.parquet_files_resolved(files, r.join_keys + [r.event_ts])) }}
 {%- endmacro %}
-
-
-{#- True when every file matching `files` carries the footer key feature_store:unique_on =
-    `grain`. The same query as sync/offline/historical.py RESOLVED_SQL; tests/test_pit_macro.py
-    checks the two agree. -#}
-{% macro parquet_files_resolved(files, grain) -%}
-  {%- set files_sql = "'" ~ (files | replace("'", "''")) ~ "'" -%}
-  {#- a view not built yet (e.g. `dbt compile` first): the exact form, which needs no files now -#}
-  {%- if run_query("select count(*) from glob(" ~ files_sql ~ ")").columns[0].values()[0] == 0 -%}
-    {{ return(false) }}
-  {%- endif -%}
-  {%- set query -%}
-    select count(*) > 0 and count(*) = count(*) filter (where json(m.marker) = json('{{ grain | tojson | replace("'", "''") }}'))
-    from parquet_file_metadata({{ files_sql }}) f left join (
-        select file_name, decode(value) as marker from parquet_kv_metadata({{ files_sql }})
-        where decode(key) = 'feature_store:unique_on') m using (file_name)
-  {%- endset -%}
-  {{ return(run_query(query).columns[0].values()[0] is sameas true) }}
-{%- endmacro %}
-
 
 {#- Warehouses without ASOF joins (BigQuery): per view, the feature rows and the spine rows
     in one stream ordered by (time, feature rows first, created time); the last feature
     row at or before each spine row is LAST_VALUE(... IGNORE NULLS). One sort per view,
     no range join, so it scales like the ASOF form. -#}
-{% macro default__point_in_time_join(spine, requests, timestamp) -%}
+{% macro default__point_in_time_join(spine, requests, timestamp, spine_columns=none) -%}
 with __fs_spine as (
     select *, row_number() over () as __fs_row, {{ feature_store._pit_as_timestamp(adapter.quote(timestamp)) }} as __fs_ts
     from {{ spine }}
@@ -209,8 +275,8 @@ with __fs_spine as (
 {{ v }}_events as (
     select
         {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
-        {{ adapter.quote(r.event_ts) }} as __fs_ts,
-        {{ adapter.quote(r.created_ts) if r.created_ts else 'cast(null as timestamp)' }} as __fs_created,
+        {{ feature_store._pit_as_timestamp(adapter.quote(r.event_ts)) }} as __fs_ts,
+        {{ feature_store._pit_as_timestamp(adapter.quote(r.created_ts)) if r.created_ts else 'cast(null as ' ~ dbt.type_timestamp() ~ ')' }} as __fs_created,
         0 as __fs_side,
         cast(null as {{ dbt.type_bigint() }}) as __fs_row,
         {{ feature_store._pit_struct(r.features) }} as __fs_vals
@@ -219,7 +285,7 @@ with __fs_spine as (
     union all
     select
         {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
-        __fs_ts, cast(null as timestamp), 1, __fs_row, null
+        __fs_ts, cast(null as {{ dbt.type_timestamp() }}), 1, __fs_row, null
     from __fs_spine
 ),
 {{ v }} as (
@@ -258,11 +324,6 @@ left join __fs_v{{ loop.index0 }} v{{ loop.index0 }} on v{{ loop.index0 }}.__fs_
 {%- endfor %}
 {%- endmacro %}
 
-{% macro bigquery__point_in_time_join(spine, requests, timestamp) -%}
-  {{ return(feature_store.default__point_in_time_join(spine, requests, timestamp)) }}
-{%- endmacro %}
-
-
 {#- small dialect differences of the window form -#}
 {% macro _pit_struct(features) -%}{{ return(adapter.dispatch('_pit_struct', 'feature_store')(features)) }}{%- endmacro %}
 {% macro default___pit_struct(features) -%}
@@ -277,9 +338,12 @@ struct({% for name, out in features %}{{ adapter.quote(name) }} as {{ adapter.qu
 {% macro bigquery___pit_star_except(alias, columns) -%}{{ alias }}.* except ({{ columns | join(', ') }}){%- endmacro %}
 
 {% macro _pit_minus_seconds(expr, seconds) -%}{{ return(adapter.dispatch('_pit_minus_seconds', 'feature_store')(expr, seconds)) }}{%- endmacro %}
-{% macro default___pit_minus_seconds(expr, seconds) -%}{{ expr }} - interval '{{ seconds | int }}' second{%- endmacro %}
+{% macro default___pit_minus_seconds(expr, seconds) -%}{{ dbt.dateadd('second', -(seconds | int), expr) }}{%- endmacro %}
+{#- not dbt.dateadd: on BigQuery it returns a DATETIME, which cannot be compared with the TIMESTAMP it bounds -#}
 {% macro bigquery___pit_minus_seconds(expr, seconds) -%}timestamp_sub({{ expr }}, interval {{ seconds | int }} second){%- endmacro %}
 
+{#- An instant; not dbt.type_timestamp(), a naive type on most warehouses, which drops a zoned value's zone.
+    BigQuery: TIMESTAMP stays, DATETIME and DATE are read as UTC (CAST's default zone in dbt's jobs). -#}
 {% macro _pit_as_timestamp(expr) -%}{{ return(adapter.dispatch('_pit_as_timestamp', 'feature_store')(expr)) }}{%- endmacro %}
 {% macro default___pit_as_timestamp(expr) -%}cast({{ expr }} as timestamp with time zone){%- endmacro %}
 {% macro bigquery___pit_as_timestamp(expr) -%}cast({{ expr }} as timestamp){%- endmacro %}

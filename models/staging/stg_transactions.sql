@@ -6,6 +6,6 @@ select
     currency,
     channel,
     transaction_ts,
-    cast(transaction_ts as date) as transaction_date,
+    {{ utc_date('transaction_ts') }} as transaction_date,  -- the UTC day, in any session zone
     is_fraud
 from {{ source('raw', 'transactions') }}

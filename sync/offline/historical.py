@@ -9,14 +9,13 @@ The DuckDB form is an ASOF join. Feature views built by dbt are written resolved
 per join keys and event time, marked in the Parquet footers), so the join is a plain ASOF
 on the event time. Files that are not (or not provably) resolved get the exact form: the
 ASOF key is (event, created) packed into one HUGEINT. The TTL is a bound check on the
-matched row.
+matched row. Every time is a UTC instant floored to the microsecond (instants.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,25 +25,36 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..contract import MAX_TTL_SECONDS, TTL_TOO_LONG, format_ttl
 from ..definitions import Entity, FeatureRef, FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from .entity_frame import check_keys, entity_times, join_key, quote, to_arrow
+from .instants import at_least_sql, at_most_sql, column_types, instant_sql, is_temporal
 from .parquet import is_folder
 
 ROW = "__fs_row"
 TS = "__fs_ts"
 _RESERVED = "__fs_"
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 # (event µs) * 2^64 + (created µs + 2^63): orders by event, then created; the entity side
 # uses the largest low half so every row with event <= entity time qualifies.
 _SHIFT = "18446744073709551616"
 _LOW_MAX = "18446744073709551615"
 _LOW_BIAS = "9223372036854775808"
+# the entity time range, as µs since the epoch (typed, so an empty entity_df binds too)
+_MIN = "make_timestamptz(cast($min_us as bigint))"
+_MAX = "make_timestamptz(cast($max_us as bigint))"
+
+# The one wording of an output-name collision. The macro (point_in_time_join.sql
+# _pit_collision) holds the same template; tests/test_pit_macro.py checks both render alike.
+COLLISION = "output column '{column}' (from {feature}) collides with {other}{hint}"
+COLLISION_HINT = "; pass full_feature_names=True to name columns view__feature"
+ENTITY_COLUMN = "a column of the entity rows (entity_df, or the macro's spine)"
 
 
-def quote(name: str) -> str:
-    """A DuckDB identifier, quoted so no column name can break or inject into the SQL."""
-    return '"' + name.replace('"', '""') + '"'
+def collision_message(column: str, feature: str, other: str, full_feature_names: bool) -> str:
+    return COLLISION.format(column=column, feature=feature, other=other,
+                            hint="" if full_feature_names else COLLISION_HINT)
 
 
 @dataclass(frozen=True)
@@ -61,73 +71,22 @@ def plan_requests(views: dict[str, FeatureView], refs: list[FeatureRef], full_fe
     for ref in refs:
         by_view.setdefault(ref.view, []).append(ref.feature)
     requests = []
-    seen: dict[str, str] = {c: "entity_df" for c in entity_columns}
+    seen: dict[str, str] = {c: ENTITY_COLUMN for c in entity_columns}
     for name, feats in by_view.items():
         outs = tuple(f"{name}__{f}" if full_feature_names else f for f in feats)
         for feat, out in zip(feats, outs):
             if out in seen:
-                hint = "" if full_feature_names else "; pass full_feature_names=True to name columns view__feature"
-                raise FeatureStoreError(f"output column {out!r} (from {name}:{feat}) collides with {seen[out]}{hint}")
+                raise FeatureStoreError(collision_message(out, f"{name}:{feat}", seen[out], full_feature_names))
             seen[out] = f"{name}:{feat}"
         requests.append(ViewRequest(views[name], tuple(feats), outs))
     return requests
 
 
-def _normalise_timestamps(table: pa.Table, column: str) -> pa.Array:
-    """The entity timestamps as UTC instants (µs). Naive values are taken as UTC."""
-    if column not in table.column_names:
-        raise FeatureStoreError(
-            f"entity_df has no timestamp column {column!r} (columns: {', '.join(table.column_names)}); "
-            "name it with timestamp_column=...")
-    col = table[column]
-    if not pa.types.is_timestamp(col.type):
-        raise FeatureStoreError(
-            f"entity_df column {column!r} is {col.type}, not a timestamp; convert it first "
-            "(e.g. pandas.to_datetime(df[col], utc=True))")
-    if col.null_count:
-        raise FeatureStoreError(f"entity_df column {column!r} has {col.null_count} null timestamp(s); "
-                                "every entity row needs the time its features are wanted for")
-    tz = col.type.tz
-    # a zoned timestamp is already a UTC instant in Arrow; naive ones are declared UTC
-    naive_as_utc = col.cast(pa.timestamp(col.type.unit, tz="UTC")) if tz is None else col
-    return pc.cast(naive_as_utc, pa.timestamp("us", tz="UTC"))
-
-
-def to_arrow(entity_df: Any, con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """pandas / polars / pyarrow / a SQL query / a table or dbt model name -> Arrow."""
-    if isinstance(entity_df, pa.Table):
-        return entity_df
-    if isinstance(entity_df, pa.RecordBatch):
-        return pa.Table.from_batches([entity_df])
-    if isinstance(entity_df, str):
-        sql = f"select * from {'.'.join(quote(p) for p in entity_df.split('.'))}" if _IDENT.match(entity_df) else entity_df
-        try:
-            return con.sql(sql).to_arrow_table()
-        except duckdb.Error as exc:
-            raise FeatureStoreError(f"entity_df query failed: {exc}") from exc
-    module = type(entity_df).__module__.split(".")[0]
-    if module == "pandas":
-        return pa.Table.from_pandas(entity_df, preserve_index=False)
-    if module == "polars":
-        return entity_df.to_arrow()
-    raise FeatureStoreError(f"entity_df must be a pandas/polars/pyarrow table, a SQL query or a model name, "
-                            f"not {type(entity_df).__name__}")
-
-
-def _check_keys(table: pa.Table, request: ViewRequest, entities: dict[str, Entity]) -> None:
-    types = {k: e.value_type for e in entities.values() for k in e.join_keys}
-    for key in request.view.join_keys:
-        if key not in table.column_names:
-            raise FeatureStoreError(
-                f"entity_df has no column {key!r}, a join key of feature view {request.view.name!r} "
-                f"(join keys: {', '.join(request.view.join_keys)})")
-        actual = table[key].type
-        want = types.get(key, "int64")
-        ok = pa.types.is_integer(actual) if want.startswith("int") else (
-            pa.types.is_string(actual) or pa.types.is_large_string(actual))
-        if not ok and not pa.types.is_null(actual):
-            raise FeatureStoreError(
-                f"entity_df column {key!r} is {actual}, but join key {key!r} of {request.view.name!r} is {want}")
+def _check_ttl(view: FeatureView) -> None:
+    """A registry published before TTLs were bounded can hold one whose `t - ttl` overflows."""
+    if (view.ttl_seconds or 0) > MAX_TTL_SECONDS:
+        raise FeatureStoreError(f"feature view {view.name!r}: ttl {format_ttl(view.ttl_seconds)} {TTL_TOO_LONG}; "
+                                "fix it in schema.yml and publish again (`python -m sync`)")
 
 
 def parquet_files(lake: Lake, view: FeatureView) -> str:
@@ -146,7 +105,7 @@ def _literal(text: str) -> str:
 
 
 def resolved_grain(view: FeatureView) -> list[str]:
-    """The grain a view's files are unique on once written resolved (macros/feature_store/write_feature_view.sql)."""
+    """The grain a view's files are unique on once written resolved (macros/feature_store/write_to_file.sql)."""
     return list(dict.fromkeys(view.join_keys)) + [view.event_timestamp]
 
 
@@ -169,25 +128,45 @@ RESOLVED_SQL = (
 )
 
 
-def _view_subquery(source: str, r: ViewRequest, bounded_ttl: bool, tie_break: bool) -> str:
+def timestamp_types(con: duckdb.DuckDBPyConnection, source: str, view: FeatureView) -> dict[str, str]:
+    """The DuckDB types of a view's event (and created) timestamp columns, from the footers."""
+    columns = [c for c in (view.event_timestamp, view.created_timestamp) if c]
+    try:
+        types = column_types(con, source, columns)
+    except duckdb.Error as exc:
+        raise FeatureStoreError(f"feature view {view.name!r}: cannot read its Parquet: {exc}") from None
+    for col in columns:
+        if not is_temporal(types[col]):
+            raise FeatureStoreError(f"feature view {view.name!r}: column {col!r} is {types[col]} in the Parquet, "
+                                    "not a timestamp; re-run `dbt build` so the lake matches the model")
+    return types
+
+
+def _view_subquery(source: str, r: ViewRequest, types: dict[str, str], bounded_ttl: bool, tie_break: bool) -> str:
     v = r.view
-    cols = [quote(k) for k in v.join_keys] + [f"{quote(v.event_timestamp)} as {TS}"]
+    event = quote(v.event_timestamp)
+    instant = instant_sql(event, types[v.event_timestamp])
+    cols = [quote(k) for k in v.join_keys] + [f"{instant} as {TS}"]
     cols += [f"{quote(f)} as {quote(o)}" for f, o in zip(r.features, r.output_names)]
     if tie_break:
+        created = instant_sql(quote(v.created_timestamp), types[v.created_timestamp])
         cols.append(
-            f"epoch_us({quote(v.event_timestamp)})::hugeint * {_SHIFT} + "
-            f"(coalesce(epoch_us({quote(v.created_timestamp)}), -{_LOW_BIAS})::hugeint + {_LOW_BIAS}) as __fs_key")
-    # only rows that can match some entity row: lets DuckDB skip row groups by their stats
-    where = [f"{quote(v.event_timestamp)} <= $max_ts"] + [f"{quote(k)} is not null" for k in v.join_keys]
+            f"epoch_us({instant})::hugeint * {_SHIFT} + "
+            f"(coalesce(epoch_us({created}), -{_LOW_BIAS})::hugeint + {_LOW_BIAS}) as __fs_key")
+    # only rows that can match some entity row: filters on the raw column let DuckDB skip
+    # row groups by their statistics
+    where = [at_most_sql(event, types[v.event_timestamp], _MAX)] + [f"{quote(k)} is not null" for k in v.join_keys]
     if bounded_ttl:
-        where.append(f"{quote(v.event_timestamp)} >= $min_ts - to_seconds({int(v.ttl_seconds or 0)})")
+        where.append(at_least_sql(event, types[v.event_timestamp], f"{_MIN} - to_seconds({int(v.ttl_seconds or 0)})"))
     return f"(select {', '.join(cols)} from {source} where {' and '.join(where)})"
 
 
-def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[str] = frozenset()) -> str:
+def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[str] = frozenset(),
+              types: dict[str, dict[str, str]] | None = None) -> str:
     """The ASOF query over the registered relation ``__fs_entities`` (row id, keys, time), in row order.
 
-    ``files``: each view's Parquet (parquet_files).
+    ``files``: each view's Parquet (parquet_files); ``types``: each view's timestamp_types
+    (default: TIMESTAMPTZ, as dbt writes them).
     Views in ``resolved`` (unique per join keys and event time) join on the event time
     alone; others with a created timestamp join on the packed (event, created) key. The
     TTL is a bound check on the matched row's event time.
@@ -202,7 +181,10 @@ def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[
         alias = f"v{i}"
         on = [f"e.{quote(k)} = {alias}.{quote(k)}" for k in r.view.join_keys]
         on.append(f"e.__fs_key >= {alias}.__fs_key" if tie_break else f"e.{TS} >= {alias}.{TS}")
-        subquery = _view_subquery(_read_parquet(files[r.view.name], r.view), r, bool(r.view.ttl_seconds), tie_break)
+        view_types = (types or {}).get(r.view.name) or dict.fromkeys(
+            filter(None, (r.view.event_timestamp, r.view.created_timestamp)), "TIMESTAMP WITH TIME ZONE")
+        subquery = _view_subquery(_read_parquet(files[r.view.name], r.view), r, view_types,
+                                  bool(r.view.ttl_seconds), tie_break)
         joins.append(f"asof left join {subquery} {alias} on {' and '.join(on)}")
         for out in r.output_names:
             col = f"{alias}.{quote(out)}"
@@ -243,20 +225,23 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
         raise FeatureStoreError("entity_df has duplicate column names")
     requests = plan_requests(views, refs, full_feature_names, table.column_names)
     for r in requests:
-        _check_keys(table, r, entities)
-    ts = _normalise_timestamps(table, timestamp_column).combine_chunks() if table.num_rows else \
-        pa.array([], pa.timestamp("us", tz="UTC"))
+        _check_ttl(r.view)
+        check_keys(table, r.view, entities)
+    ts = entity_times(table, timestamp_column)
     # only what the join needs goes to DuckDB; the caller's columns stay untouched in Arrow
     keys = list(dict.fromkeys(k for r in requests for k in r.view.join_keys))
-    spine = pa.table([pa.array(range(table.num_rows), pa.int64()), ts] + [table[k] for k in keys],
+    spine = pa.table([pa.array(range(table.num_rows), pa.int64()), ts] + [join_key(table[k]) for k in keys],
                      names=[ROW, TS] + keys)
     con.register("__fs_entities", spine)
     try:
-        bounds = [pc.min(ts).as_py(), pc.max(ts).as_py()] if table.num_rows else [None, None]
+        micros = ts.view(pa.int64())
+        # an empty entity_df binds NULL bounds: the view filters then keep no row, cheaply
+        bounds = {"min_us": pc.min(micros).as_py(), "max_us": pc.max(micros).as_py()}
         files = {r.view.name: parquet_files(lake, r.view) for r in requests}
+        types = {r.view.name: timestamp_types(con, _read_parquet(files[r.view.name], r.view), r.view) for r in requests}
         resolved = {r.view.name for r in requests if r.view.created_timestamp and is_resolved(con, files[r.view.name], r.view)}
-        sql = build_sql(requests, files, resolved)
-        params = {k: v for k, v in (("min_ts", bounds[0]), ("max_ts", bounds[1])) if f"${k}" in sql}
+        sql = build_sql(requests, files, resolved, types)
+        params = {k: v for k, v in bounds.items() if f"${k}" in sql}
         result = con.sql(sql, params=params).to_arrow_table()
     except duckdb.Error as exc:
         raise FeatureStoreError(f"point-in-time join failed: {exc}") from exc

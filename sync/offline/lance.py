@@ -8,7 +8,8 @@ batched reads touch only the rows asked for (bench/bench_object_storage.py measu
 difference). ``publish`` keeps the copy current; readers use :func:`lookup` and
 :func:`batches`.
 
-The copy lives at ``<lake>/features/<view>.lance`` on the same storage. A Lance write is
+The copy lives beside the view's builds, ``<lake>/features/<view>.lance`` in the example, on the
+same storage. A Lance write is
 a new version committed by one manifest write, so readers see the old or the new copy,
 never a mix. The Parquet's fingerprint is kept in the dataset's schema metadata: when it
 has not changed, publishing again does no work.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import posixpath
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
@@ -27,6 +29,7 @@ import pyarrow.compute as pc
 from ..definitions import FeatureView
 from ..errors import FeatureStoreError, Problem
 from ..lake import Lake
+from ..optional import require
 from ..storage.errors import StorageError, translated
 from ..storage.options import GCS, gcs_emulator
 from .parquet import open_dataset
@@ -42,7 +45,8 @@ def wants_lance(view: FeatureView) -> bool:
 
 
 def lance_path(view: FeatureView) -> str:
-    return f"features/{view.name}.lance"
+    """Beside the view's builds (the profile's external_root in the lake; features/ in the example)."""
+    return f"{posixpath.dirname(view.offline.path or '') or 'features'}/{view.name}.lance"
 
 
 def source_fingerprint(lake: Lake, view: FeatureView) -> str:
@@ -93,7 +97,7 @@ def _has_key_index(ds, view: FeatureView) -> bool:
 
 
 def _open(lake: Lake, view: FeatureView):
-    import lance
+    lance = require("lance", f"the Lance copy of {view.name}")
 
     uri = lake.lance_uri(lance_path(view))
     with translated(lake.uri(lance_path(view)), "open"):
@@ -130,7 +134,7 @@ def _writing(lake: Lake, view: FeatureView) -> Iterator[None]:
 
 def mirror(lake: Lake, view: FeatureView) -> dict:
     """Bring ``<view>.lance`` up to date with the view's Parquet; its state for the registry."""
-    import lance
+    lance = require("lance", "a copy for reads by key")
 
     fingerprint = source_fingerprint(lake, view)
     existing = _open(lake, view)

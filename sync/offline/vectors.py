@@ -3,7 +3,7 @@
 DuckDB writes a ``FLOAT[64]`` column to Parquet as a plain list, and Parquet itself has no
 fixed-size list: Arrow readers get ``fixed_size_list<float>[64]`` back only from the Arrow
 schema stored in the footer (``ARROW:schema``), which pyarrow writes and DuckDB does not.
-So the feature-view write (macros/feature_store/write_feature_view.sql) casts declared
+So the feature-view write (macros/feature_store/write_to_file.sql) casts declared
 vectors to ``FLOAT[n]`` (a wrong length fails the build) and names them in the footer key
 ``feature_store:vectors``; after dbt-duckdb has written the file, its plugin hook calls
 ``fix_vector_columns``, which rewrites those files once with pyarrow, atomically.

@@ -15,10 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .encoding import UTC_US, Columns, KeyCodec
+from .encoding import UTC_US, Columns
+from .keys import KeyCodec
 from .spec import OnlineView
-
-META = "::"  # store bookkeeping keys: <prefix><project>::... (entity keys never have an empty segment)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,7 @@
-"""Online keys and values: the one encoding every online store writes and reads.
+"""Online values: the one encoding every online store writes and reads (keys: ``keys.py``).
 
 Layout (docs/online-store.md):
 
-    key   = <prefix><project>:<entity>[,<entity>...]:<join key value>[:<join key value>...]
     value = header | null bitmap | fixed-width features | u32 length per variable-width feature
             | variable-width feature bytes
 
@@ -173,27 +172,44 @@ class FixedColumn:
                 values[i] = None
         return values
 
-    def float32_rows(self) -> list[np.ndarray | None]:
-        """A vector feature's rows as float32 arrays (None where null)."""
+    def array_rows(self, dtype: np.dtype | type) -> list[np.ndarray | None]:
+        """A vector feature's rows as numpy arrays of ``dtype`` (None where null)."""
         if self._slot.dtype.element in ("timestamp", "date"):
-            return float32_rows(self.to_arrow())
-        rows: list = list(self.data.astype(np.float32, copy=False))
+            return array_rows(self.to_arrow(), dtype)
+        rows: list = list(self.data.astype(dtype, copy=False))
         if self._null is not None:
             for i in np.flatnonzero(self._null).tolist():
                 rows[i] = None
         return rows
 
+    def float32_rows(self) -> list[np.ndarray | None]:
+        return self.array_rows(np.float32)
+
+
+def array_rows(col: pa.Array, dtype: np.dtype | type) -> list[np.ndarray | None]:
+    """Rows of a list or fixed-size list column as numpy arrays of ``dtype`` (None where null),
+    without a detour through Python values."""
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_fixed_size_list(col.type):
+        dim = col.type.list_size
+        child = col.values.slice(col.offset * dim, len(col) * dim)
+        if child.null_count:  # the slots of null vectors: never read, but they must cast
+            child = child.fill_null(_zero(child.type))
+        block = child.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(len(col), dim)
+        return [block[i] if valid[i] else None for i in range(len(col))]
+    offsets = col.offsets.to_numpy(zero_copy_only=False)  # absolute positions in col.values
+    values = col.values.fill_null(_zero(col.values.type)) if col.values.null_count else col.values
+    flat = values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    return [flat[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(col))]
+
+
+def _zero(typ: pa.DataType) -> bool | int:
+    return False if pa.types.is_boolean(typ) else 0
+
 
 def float32_rows(col: pa.Array) -> list[np.ndarray | None]:
     """Rows of a list column as float32 arrays (None where null)."""
-    if pa.types.is_fixed_size_list(col.type):
-        # without a detour through Python floats
-        dim = col.type.list_size
-        child = col.values.slice(col.offset * dim, len(col) * dim)
-        rows = child.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(col), dim)
-        valid = col.is_valid().to_numpy(zero_copy_only=False)
-        return [rows[i] if valid[i] else None for i in range(len(col))]
-    return [None if v is None else np.asarray(v, dtype=np.float32) for v in col.to_pylist()]
+    return array_rows(col, np.float32)
 
 
 class ValueCodec:
@@ -519,113 +535,3 @@ def _cast(col: pa.Array, target: pa.DataType, fail: Callable[[int, str], Encodin
                 raise fail(i, f"value {col[i].as_py()!r} does not fit ({exc})") from None
         raise fail(0, f"stored as {col.type}, which does not fit ({exc})") from None
 
-
-# -- keys ------------------------------------------------------------------------------
-
-def _key_text(name: str, typ: str, values: Sequence[object], view: str) -> list[str]:
-    """One join key's values as key text, checked against its type (string | int32 | int64)."""
-    def fail(value: object, what: str) -> FeatureStoreError:
-        return FeatureStoreError(f"{view}: join key {name!r} ({typ}): {value!r} {what}")
-
-    if typ == "string":
-        if not all(type(v) is str for v in values):
-            bad = next((v for v in values if not isinstance(v, str)), None)
-            if bad is not None:
-                raise fail(bad, "is not a string")
-        return [v.replace("%", "%25").replace(":", "%3A") for v in values]  # type: ignore[union-attr]
-    if not all(type(v) is int for v in values):  # the common case checked at C speed
-        bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None)
-        if bad is not None:
-            raise fail(bad, "is not an integer")
-        values = [int(v) for v in values]  # type: ignore[call-overload]
-    bits = 31 if typ == "int32" else 63
-    if values and not (-(2**bits) <= min(values) and max(values) < 2**bits):  # type: ignore[type-var]
-        raise fail(next(v for v in values if not -(2**bits) <= v < 2**bits), "is out of range")  # type: ignore[operator]
-    return [str(v) for v in values]
-
-
-@dataclass(frozen=True)
-class KeyCodec:
-    """Entity keys of one entity set: ``<namespace>:<value>[:<value>...]``.
-
-    Integers are written in decimal; in strings ``%`` and ``:`` are percent-escaped, so
-    keys are readable in redis-cli and two different key tuples never share a key.
-    """
-
-    namespace: str  # <prefix><project>:<entity>[,<entity>...]
-    join_keys: tuple[str, ...]
-    key_types: tuple[str, ...]  # per join key: string | int32 | int64
-
-    @classmethod
-    def for_entities(cls, prefix: str, project: str, entities: Sequence[str], join_keys: Sequence[str],
-                     key_types: Sequence[str]) -> KeyCodec:
-        return cls(f"{prefix}{project}:{','.join(entities)}", tuple(join_keys), tuple(key_types))
-
-    def encode(self, columns: Sequence[pa.Array | pa.ChunkedArray]) -> pa.BinaryArray:
-        """Keys for rows given as one Arrow array per join key, as Arrow binary."""
-        parts = []
-        for name, typ, col in zip(self.join_keys, self.key_types, columns):
-            col = _combined(col)
-            if col.null_count:
-                raise FeatureStoreError(f"join key {name!r} is null in row {int(np.flatnonzero(_null_mask(col))[0])}")
-            if typ == "string":
-                text = col.cast(pa.string())
-                text = pc.replace_substring(pc.replace_substring(text, "%", "%25"), ":", "%3A")
-            else:
-                if not pa.types.is_integer(col.type):
-                    raise FeatureStoreError(f"join key {name!r} must be an integer ({typ}), got {col.type}")
-                text = col.cast(pa.string())
-            parts.append(text)
-        joined = pc.binary_join_element_wise(pa.scalar(self.namespace), *parts, ":")
-        return joined.cast(pa.binary())
-
-    def encode_rows(self, rows: Sequence[Sequence[object]], view: str) -> list[bytes]:
-        """Keys for lookups given as Python tuples (checked against the entity types)."""
-        width = len(self.join_keys)
-        for row in rows:
-            if len(row) != width:
-                raise FeatureStoreError(f"{view}: a key must have {width} value(s) "
-                                        f"({', '.join(self.join_keys)}), got {tuple(row)!r}")
-        columns = [[row[j] for row in rows] for j in range(width)]
-        return self.encode_columns(columns, view)
-
-    def encode_columns(self, columns: Sequence[Sequence[object]], view: str) -> list[bytes]:
-        """Keys for lookups given as one Python sequence per join key (checked against the entity types).
-
-        The same bytes as ``encode``, built in Python: a lookup has few keys, and there a
-        string format is cheaper than Arrow kernels (tests hold the two paths equal).
-        """
-        parts = [_key_text(name, typ, values, view) for name, typ, values in zip(self.join_keys, self.key_types, columns)]
-        head = f"{self.namespace}:"
-        if len(parts) == 1:
-            return [(head + text).encode() for text in parts[0]]
-        return [(head + ":".join(texts)).encode() for texts in zip(*parts)]
-
-    def arrays(self, rows: Sequence[Sequence[object]], view: str) -> list[pa.Array]:
-        """Join-key columns from Python tuples, checked against the entity types."""
-        width = len(self.join_keys)
-        out = []
-        for j, (name, typ) in enumerate(zip(self.join_keys, self.key_types)):
-            values = []
-            for row in rows:
-                if len(row) != width:
-                    raise FeatureStoreError(f"{view}: a key must have {width} value(s) "
-                                            f"({', '.join(self.join_keys)}), got {tuple(row)!r}")
-                values.append(row[j])
-            try:
-                if typ == "string":
-                    bad = next((v for v in values if not isinstance(v, str)), None)
-                    if bad is not None:
-                        raise TypeError(f"{bad!r} is not a string")
-                    out.append(pa.array(values, pa.string()))
-                else:
-                    bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None)
-                    if bad is not None:
-                        raise TypeError(f"{bad!r} is not an integer")
-                    out.append(pa.array(values, pa.int32() if typ == "int32" else pa.int64()))
-            except (TypeError, pa.ArrowInvalid, OverflowError) as exc:
-                raise FeatureStoreError(f"{view}: join key {name!r} ({typ}): {exc}") from None
-        return out
-
-    def describe(self, columns: Sequence[pa.Array], row: int) -> str:
-        return ", ".join(f"{k}={_combined(c)[row].as_py()!r}" for k, c in zip(self.join_keys, columns))

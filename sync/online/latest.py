@@ -31,6 +31,7 @@ from ..contract import parse_data_type
 from ..definitions import FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from ..offline.instants import at_least_sql, at_most_sql, column_types, instant_sql
 from ..offline.parquet import is_folder
 from .encoding import NO_CREATED, EncodingError, ValueCodec
 
@@ -204,17 +205,6 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
     """
     files = parquet_files(lake, view)
     keys = [quote(k) for k in view.join_keys]
-    e, c = quote(view.event_timestamp), quote(view.created_timestamp) if view.created_timestamp else None
-    where = [f"{e} <= {_ts(until_us)}"]
-    if since is not None:
-        newer = f"{e} >= {_ts(since.event_us)}"
-        if c and since.created_us != NO_CREATED:
-            newer = f"({newer} or {c} >= {_ts(since.created_us)})"
-        where.append(newer)
-    # a full scan also counts null event times (an incremental filter cannot see them, and
-    # keeping it free of "or is null" lets it prune row groups)
-    filters = " and ".join(where) if since is not None else f"({' and '.join(where)}) or {e} is null"
-    created = f"coalesce(epoch_us({c}), {NO_CREATED})" if c else str(NO_CREATED)
     if lake.is_local:
         paths = files
     else:  # object storage through the lake's fsspec filesystem
@@ -222,6 +212,30 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         paths = [lake.fs.unstrip_protocol(p) for p in files]
     hive = "true" if view.offline.partition_by else "false"
     source = f"read_parquet([{', '.join(map(_literal, paths))}], file_row_number = true, hive_partitioning = {hive})"
+
+    def unreadable(exc: Exception) -> FeatureStoreError:
+        return FeatureStoreError(f"{view.name}: cannot read the offline data at {lake.uri(view.offline.path or '')}: {exc}")
+
+    try:
+        if not files:
+            raise FeatureStoreError("no Parquet files")
+        # times are UTC instants floored to µs, as in training sets (offline/instants.py)
+        types = column_types(con, source, [t for t in (view.event_timestamp, view.created_timestamp) if t])
+        e_raw, e = quote(view.event_timestamp), instant_sql(quote(view.event_timestamp), types[view.event_timestamp])
+        c_raw = quote(view.created_timestamp) if view.created_timestamp else None
+        c = instant_sql(c_raw, types[view.created_timestamp]) if c_raw else None
+    except (duckdb.Error, FeatureStoreError, ValueError) as exc:
+        raise unreadable(exc) from None
+    where = [at_most_sql(e_raw, types[view.event_timestamp], _ts(until_us))]
+    if since is not None:
+        newer = at_least_sql(e_raw, types[view.event_timestamp], _ts(since.event_us))
+        if c_raw and since.created_us != NO_CREATED:
+            newer = f"({newer} or {at_least_sql(c_raw, types[view.created_timestamp], _ts(since.created_us))})"
+        where.append(newer)
+    # a full scan also counts null event times (an incremental filter cannot see them, and
+    # keeping it free of "or is null" lets it prune row groups)
+    filters = " and ".join(where) if since is not None else f"({' and '.join(where)}) or {e_raw} is null"
+    created = f"coalesce(epoch_us({c}), {NO_CREATED})" if c else str(NO_CREATED)
     # One fixed-width sort key per row, (event, created) packed into a HUGEINT, and one
     # position, (file, row) packed into a BIGINT: arg_max over scalars is several times
     # faster than over structs. Null event times stay out of it (they would sort as
@@ -232,10 +246,10 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         with agg as (
             select {', '.join(keys)},
                    count(*) as __fs_n,
-                   count(*) filter (where {e} is null) as __fs_null_event,
+                   count(*) filter (where {e_raw} is null) as __fs_null_event,
                    max({created}) as __fs_max_c,
                    arg_max(file_index::bigint * {1 << ROW_BITS} + file_row_number, {order})
-                       filter (where {e} is not null) as __fs_pos,
+                       filter (where {e_raw} is not null) as __fs_pos,
                    max({order}) as __fs_key
             from {source}
             where {filters}
@@ -247,8 +261,6 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         from agg
     """
     try:
-        if not files:
-            raise FeatureStoreError("no Parquet files")
         con.execute(sql)
         rows, null_events, entities, max_e, max_c = con.execute(
             f"select coalesce(sum(__fs_n), 0), coalesce(sum(__fs_null_event), 0), count(*), max({E}), "
@@ -258,9 +270,8 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         for column in ("__fs_n", "__fs_null_event", "__fs_max_c"):
             con.execute(f"alter table {WINNERS} drop column {column}")
         con.execute(f"delete from {WINNERS} where f is null")  # entities whose only rows had no event time
-    except (duckdb.Error, FeatureStoreError) as exc:
-        raise FeatureStoreError(f"{view.name}: cannot read the offline data at {lake.uri(view.offline.path or '')}: "
-                                f"{exc}") from None
+    except duckdb.Error as exc:
+        raise unreadable(exc) from None
     if null_events:
         raise FeatureStoreError(f"{view.name}: {null_events} row(s) have a null event timestamp "
                                 f"({view.event_timestamp}); nothing was written (fix the model; its "

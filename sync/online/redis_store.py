@@ -4,8 +4,9 @@ Writes go through a Lua script that handles a whole batch per call: it keeps a r
 its (event, created) time is not older than the stored one, so runs in any order (or at
 the same time) end with the newest value. The batch is sent as one pre-built RESP
 command, assembled by Arrow kernels from the encoded keys and values, and several batches
-are kept in flight so the server never waits for the client. Reads are HMGETs, one per
-entity key with every requested field of that key, sent pre-packed: one round trip.
+are kept in flight so the server never waits for the client (``redis_writer.py``). Reads
+are HMGETs, one per entity key with every requested field of that key, sent pre-packed:
+one round trip. Key layout: ``keys.py``.
 """
 
 from __future__ import annotations
@@ -13,96 +14,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import ssl
-import threading
 import uuid
-from collections import deque
 from collections.abc import Iterator, Sequence
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import redis
 from redis import exceptions as rex
 
 from ..errors import FeatureStoreError
-from .base import META, BatchWriter, FieldLookup, OnlineStore
-from .config import OnlineConfig
+from .base import BatchWriter, FieldLookup, OnlineStore
+from .config import OnlineConfig, scrub, secrets_of
+from .keys import meta_namespace
+from .redis_writer import FRESH_SCRIPT, WRITE_SCRIPT, RedisWriter, bulk
 from .spec import OnlineView
 
-IN_FLIGHT = 8  # script calls sent and not yet answered
-QUEUED = 64  # encoded script calls waiting for the sender thread
-
-# KEYS[1] index list, KEYS[2] catalog hash, KEYS[3..] entity keys;
-# ARGV[1] field, ARGV[2] catalog entry, ARGV[3..] values in the order of the entity keys.
-# The header (docs/online-store.md) is u8 format, u32 tag, i64 event µs, i64 created µs:
-# struct reads both times at byte 6; µs since 1970 fit a Lua double exactly (< 2^53).
-# All reads come first, so an error on a foreign key (WRONGTYPE) happens before any write;
-# the index lists each key once, when the field first appears on it, so a purge finds
-# every key without scanning the keyspace.
-# The newer-wins rule, written once for both scripts: a later event time wins; at equal
-# event times, a created time not older than the stored one (so a re-run rewrites).
-WINS_LUA = """
-local function wins(current, value)
-  if #current < 21 then return true end
-  local ce, cc = struct.unpack('<i8<i8', current, 6)
-  local ne, nc = struct.unpack('<i8<i8', value, 6)
-  return ne > ce or (ne == ce and nc >= cc)
-end
-"""
-
-WRITE_SCRIPT = WINS_LUA + """
-local call = redis.call
-local field = ARGV[1]
-call('HSETNX', KEYS[2], field, ARGV[2])
-local fresh, newer = {}, {}
-for i = 3, #KEYS do
-  local value = ARGV[i]
-  local current = call('HGET', KEYS[i], field)
-  if not current then
-    fresh[#fresh + 1] = KEYS[i]
-    newer[#newer + 1] = i
-  elseif current ~= value and wins(current, value) then
-    newer[#newer + 1] = i
-  end
-end
-if #fresh > 0 then
-  call('RPUSH', KEYS[1], unpack(fresh))
-end
-for _, i in ipairs(newer) do
-  call('HSET', KEYS[i], field, ARGV[i])
-end
-return #newer
-"""
-
-# The same compare-and-set for a view version the store holds no data for yet (a first
-# load): HSETNX writes a new field in one call instead of HGET + HSET. The index takes
-# every key up front; a key that had the field after all (a concurrent first load) is
-# then listed twice, which a purge tolerates.
-FRESH_SCRIPT = WINS_LUA + """
-local call = redis.call
-local field = ARGV[1]
-call('HSETNX', KEYS[2], field, ARGV[2])
-call('RPUSH', KEYS[1], unpack(KEYS, 3))
-local written = 0
-for i = 3, #KEYS do
-  local key, value = KEYS[i], ARGV[i]
-  if call('HSETNX', key, field, value) == 1 then
-    written = written + 1
-  else
-    local current = call('HGET', key, field)
-    if current ~= value and wins(current, value) then
-      call('HSET', key, field, value)
-      written = written + 1
-    end
-  end
-end
-return written
-"""
+# the write scripts live with the writer (redis_writer.py); named here too for callers that look here
+__all__ = ["FRESH_SCRIPT", "PURGE_SCRIPT", "WRITE_SCRIPT", "RedisOnlineStore", "redis_errors"]
 
 # KEYS[1] index list, KEYS[2] catalog hash; ARGV[1] field, ARGV[2] how many keys per call.
-# LPOP shrinks the index as it goes, so an interrupted purge resumes where it stopped.
+# LPOP shrinks the index as it goes, so an interrupted purge resumes where it stopped. A
+# listed key of another type (a write refused it) holds none of our fields: skipped, as an
+# error there would lose the keys already popped.
 PURGE_SCRIPT = """
 local keys = redis.call('LPOP', KEYS[1], tonumber(ARGV[2]))
 if not keys then
@@ -110,19 +42,29 @@ if not keys then
   return 0
 end
 for _, key in ipairs(keys) do
-  redis.call('HDEL', key, ARGV[1])
+  redis.pcall('HDEL', key, ARGV[1])
 end
 return #keys
 """
 
 
+# Every call to Redis is bounded: connecting (TCP and TLS handshake) and each reply. A URL's
+# socket_connect_timeout / socket_timeout options override these (docs/online-store.md).
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 10.0
+
+
 @contextlib.contextmanager
-def redis_errors(display: str, password: str | None) -> Iterator[None]:
-    """Redis failures as one clear message naming the store, never its password."""
+def redis_errors(display: str, password: str | None, secrets: Sequence[str] = ()) -> Iterator[None]:
+    """Redis failures as one clear message naming the store, never its password.
+
+    ``secrets``: every secret of the URL (``config.secrets_of``), scrubbed from the
+    library's message too (an ``ssl_password`` may reach an SSL error's text).
+    """
+    hidden = sorted({*secrets, *([password] if password else [])}, key=len, reverse=True)
 
     def clean(exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
-        return text.replace(password, "***") if password else text
+        return scrub(str(exc) or type(exc).__name__, hidden)
 
     try:
         yield
@@ -155,19 +97,6 @@ def redis_errors(display: str, password: str | None) -> Iterator[None]:
         raise FeatureStoreError(f"the online store {display} failed: {clean(exc)}") from None
 
 
-def _resp_bulk(arr: pa.BinaryArray) -> tuple[memoryview, np.ndarray]:
-    """Every value as a RESP bulk string (``$<len>\\r\\n<bytes>\\r\\n``), back to back, and where each starts."""
-    lengths = pc.binary_length(arr).cast(pa.string()).cast(pa.binary())
-    joined = pc.binary_join_element_wise(pa.scalar(b"$"), lengths, pa.scalar(b"\r\n"), arr,
-                                         pa.scalar(b"\r\n"), pa.scalar(b""))
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
-    return memoryview(joined.buffers()[2]), offsets
-
-
-def _bulk(*parts: bytes) -> bytes:
-    return b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-
-
 class RedisOnlineStore(OnlineStore):
     kind = "redis"
 
@@ -176,11 +105,15 @@ class RedisOnlineStore(OnlineStore):
         self.project = project
         self.key_prefix = config.key_prefix
         self.batch_size = config.batch_size
-        self.meta = f"{self.key_prefix}{project}{META}"
+        self.meta = meta_namespace(self.key_prefix, project)  # <prefix><project>:: (keys.py)
+        self._secrets = secrets_of(config.url)
         try:
-            self._client = redis.Redis.from_url(config.client_url, socket_connect_timeout=5, socket_timeout=60)
+            # options in the URL win over these keyword defaults (redis-py's from_url)
+            self._client = redis.Redis.from_url(config.client_url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                                socket_timeout=READ_TIMEOUT)
         except (ValueError, TypeError) as exc:
-            raise FeatureStoreError(f"FEATURE_STORE_ONLINE={config.display}: {exc}") from None
+            raise FeatureStoreError(f"FEATURE_STORE_ONLINE={config.display}: "
+                                    f"{scrub(str(exc), self._secrets)}") from None
         self._password = self._client.connection_pool.connection_kwargs.get("password")
         with self.errors():
             self._client.ping()
@@ -190,7 +123,7 @@ class RedisOnlineStore(OnlineStore):
         self._idle_pid = os.getpid()
 
     def errors(self) -> contextlib.AbstractContextManager[None]:
-        return redis_errors(self.display, self._password)
+        return redis_errors(self.display, self._password, self._secrets)
 
     def close(self) -> None:
         self._client.close()
@@ -204,9 +137,13 @@ class RedisOnlineStore(OnlineStore):
         return f"{self.meta}catalog"
 
     def instance_id(self) -> str:
+        key = f"{self.meta}store"
         with self.errors():
-            self._client.set(f"{self.meta}store", uuid.uuid4().hex, nx=True)
-            return self._client.get(f"{self.meta}store").decode()
+            found = self._client.get(key)  # read first: a store that refuses writes (maxmemory) still answers
+            if found is None:
+                self._client.set(key, uuid.uuid4().hex, nx=True)
+                found = self._client.get(key)
+        return found.decode()
 
     def catalog(self) -> dict[str, dict]:
         with self.errors():
@@ -221,7 +158,7 @@ class RedisOnlineStore(OnlineStore):
 
     # -- writing ----------------------------------------------------------------------
     def writer(self, view: OnlineView, fresh: bool = False) -> BatchWriter:
-        return _RedisWriter(self, view, fresh)
+        return RedisWriter(self, view, fresh)
 
     def purge(self, field: str) -> int:
         script = self._client.register_script(PURGE_SCRIPT)  # reloads itself after NOSCRIPT
@@ -253,7 +190,7 @@ class RedisOnlineStore(OnlineStore):
         packed = self._packed_fields.get(lookup.fields)
         if packed is None:  # the same few field lists come back on every call
             head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(lookup.fields))
-            packed = self._packed_fields[lookup.fields] = (head, _bulk(*(f.encode() for f in lookup.fields)))
+            packed = self._packed_fields[lookup.fields] = (head, bulk(*(f.encode() for f in lookup.fields)))
         head, fields = packed
         return b"".join([b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, fields) for k in lookup.keys])
 
@@ -286,106 +223,3 @@ class RedisOnlineStore(OnlineStore):
         except IndexError:
             with self.errors():
                 return self._client.connection_pool.get_connection()
-
-
-class _RedisWriter(BatchWriter):
-    """Batches of the write script, sent on one connection by a background thread.
-
-    The caller reads and encodes the next rows while the thread sends and Redis works: up
-    to QUEUED commands wait in between (bounded memory), IN_FLIGHT are sent and unanswered.
-    """
-
-    def __init__(self, store: RedisOnlineStore, view: OnlineView, fresh: bool) -> None:
-        self.store = store
-        self.script = ("fresh", FRESH_SCRIPT) if fresh else ("write", WRITE_SCRIPT)
-        self.sha = store._sha(*self.script)
-        self.written = 0
-        self.error: BaseException | None = None
-        entry = json.dumps(view.catalog_entry(), sort_keys=True).encode()
-        self._keys_head = _bulk(store.index_key(view.field).encode(), store.catalog_key.encode())
-        self._argv_head = _bulk(view.field.encode(), entry)
-        self._queue: queue.Queue[list | None] = queue.Queue(maxsize=QUEUED)
-        self._thread = threading.Thread(target=self._run, name=f"online-writer-{view.field}", daemon=True)
-        self._thread.start()
-
-    def write(self, keys: pa.BinaryArray, values: pa.BinaryArray, event_us: np.ndarray,
-              created_us: np.ndarray) -> None:
-        # RESP for all rows at once (a few Arrow kernel calls), then one slice per script call
-        key_bytes, key_at = _resp_bulk(keys)
-        value_bytes, value_at = _resp_bulk(values)
-        size = self.store.batch_size
-        for start in range(0, len(keys), size):
-            end = min(start + size, len(keys))
-            n = end - start
-            head = b"*%d\r\n%s%s" % (3 + 2 * (n + 2), _bulk(b"EVALSHA", self.sha, b"%d" % (n + 2)),
-                                     self._keys_head)
-            self._put([head, key_bytes[key_at[start]:key_at[end]], self._argv_head,
-                       value_bytes[value_at[start]:value_at[end]]])
-
-    def _put(self, command: list | None) -> None:
-        while True:
-            self._raise()
-            try:
-                self._queue.put(command, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            with self.store.errors():
-                raise self.error
-
-    def _run(self) -> None:
-        conn = None
-        pending: deque[list] = deque()
-        try:
-            conn = self.store._client.connection_pool.get_connection()
-            for command in iter(self._queue.get, None):
-                conn.send_packed_command(command, check_health=False)
-                pending.append(command)
-                while len(pending) > IN_FLIGHT:
-                    self._receive(conn, pending)
-            while pending:
-                self._receive(conn, pending)
-            self.store._client.connection_pool.release(conn)
-        except BaseException as exc:  # handed to the caller's thread, which raises it
-            self.error = exc
-            if conn is not None:
-                conn.disconnect()  # replies may be unread: never reuse this connection
-                self.store._client.connection_pool.release(conn)
-            while self._queue.get() is not None:  # let the caller's puts through until it stops
-                pass
-
-    def _receive(self, conn, pending: deque[list]) -> None:
-        command = pending.popleft()
-        try:
-            self.written += int(conn.read_response())
-        except rex.NoScriptError:
-            # The server forgot the script (restart, SCRIPT FLUSH): read the replies already
-            # due, load it again and resend what failed, in order; writes are idempotent.
-            failed = [command]
-            while pending:
-                later = pending.popleft()
-                try:
-                    self.written += int(conn.read_response())
-                except rex.NoScriptError:
-                    failed.append(later)
-            self.store._client.script_load(self.script[1])
-            for again in failed:
-                conn.send_packed_command(again, check_health=False)
-                self.written += int(conn.read_response())
-
-    def flush(self) -> int:
-        if self._thread.is_alive():
-            self._put(None)
-            self._thread.join()
-        self._raise()
-        return self.written
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            # the thread drains the queue after a failure, and sends it out otherwise
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=60)
-            self._thread.join(timeout=60)

@@ -6,6 +6,8 @@ registry and apply the same definitions again without losing the other writer's 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..definitions import to_dict
@@ -29,19 +31,49 @@ def _history_entry(version: int, view: dict, context: dict, changes: list[dict])
     }
 
 
-def apply_definitions(current: dict | None, defs: Definitions, context: dict[str, Any]) -> dict:
+def _superseded(old: dict | None, new_path: str | None, context: dict[str, Any]) -> list[dict]:
+    """Builds the view pointed at before, with when it stopped: kept readable for the
+    retention period after that (sync/offline/builds.py), then forgotten."""
+    if old is None:
+        return []
+    now = datetime.fromisoformat(context["published_at"])
+    keep = timedelta(seconds=int(context.get("retention_seconds") or 0))
+    out = [e for e in old.get("superseded_builds", []) if now - datetime.fromisoformat(e["at"]) < keep]
+    old_path = (old.get("offline") or {}).get("path")
+    if old_path and old_path != new_path and all(e["path"] != old_path for e in out):
+        out.append({"path": old_path, "at": context["published_at"]})
+    return out
+
+
+def _servable(service: dict, views: dict[str, dict]) -> bool:
+    """Every feature the service lists exists in the views as published."""
+    for ref in service["features"]:
+        view, _, feature = ref.partition(":")
+        if view not in views or feature not in {f["name"] for f in views[view]["features"]}:
+            return False
+    return True
+
+
+def apply_definitions(current: dict | None, defs: Definitions, context: dict[str, Any],
+                      held_back: Collection[str] = ()) -> dict:
     """The registry after publishing ``defs``.
 
     ``context``: ``published_at`` (ISO time), ``dbt`` (invocation metadata), ``offline``
-    (per-view Parquet stats), ``runs`` (per-view dbt run results).
+    (per-view Parquet stats and the build published), ``runs`` (per-view dbt run results),
+    ``retention_seconds`` (how long superseded builds stay listed).
     A view's version increases when its compiled SQL or its schema changes; its history
     lists every version. A removed view is retired, so re-adding it continues its numbering.
+    ``held_back``: views whose definition has no good build: their published entry (if any)
+    is kept exactly as it is; a service that would then list a feature the published views
+    lack keeps its published entry too (or stays unpublished).
     """
     current = current or {}
     old_views: dict[str, dict] = current.get("feature_views", {})
     retired: dict[str, dict] = dict(current.get("retired_feature_views", {}))
-    views: dict[str, dict] = {}
+    views: dict[str, dict] = {n: old_views[n] for n in held_back if n in old_views}
     for name, view in sorted(defs.feature_views.items()):
+        if name in held_back:
+            continue
         new = to_dict(view)
         new["ttl"] = view.ttl
         old = old_views.get(name)
@@ -68,9 +100,19 @@ def apply_definitions(current: dict | None, defs: Definitions, context: dict[str
         new["version"] = version
         new["versions"] = history
         new["offline_state"] = {**context.get("offline", {}).get(name, {}), **context.get("runs", {}).get(name, {})}
+        new["superseded_builds"] = _superseded(old, (new.get("offline") or {}).get("path"), context)
         views[name] = new
+    views = dict(sorted(views.items()))
+    old_services = current.get("feature_services", {})
+    services: dict[str, dict] = {}
+    for name, service in sorted(defs.feature_services.items()):
+        entry = to_dict(service)
+        if _servable(entry, views):
+            services[name] = entry
+        elif name in old_services and _servable(old_services[name], views):
+            services[name] = old_services[name]
     for name, old in old_views.items():
-        if name not in views:
+        if name not in views and name not in held_back:
             retired[name] = {"version": old["version"], "versions": old["versions"],
                              "retired_at": context["published_at"]}
     return {
@@ -81,6 +123,6 @@ def apply_definitions(current: dict | None, defs: Definitions, context: dict[str
         "dbt": context["dbt"],
         "entities": {n: to_dict(e) for n, e in sorted(defs.entities.items())},
         "feature_views": views,
-        "feature_services": {n: to_dict(s) for n, s in sorted(defs.feature_services.items())},
+        "feature_services": services,
         "retired_feature_views": dict(sorted(retired.items())),
     }

@@ -48,8 +48,10 @@ def diff_view(name: str, old: dict, new: dict) -> list[Change]:
     for key in _METADATA:
         if old.get(key) != new.get(key):
             changes.append(Change("changed", name, f"{key} {old.get(key)!r} -> {new.get(key)!r}"))
-    if (old.get("offline") or {}).get("path") != (new.get("offline") or {}).get("path"):
-        changes.append(Change("changed", name, "offline location changed"))
+    old_path, new_path = (old.get("offline") or {}).get("path"), (new.get("offline") or {}).get("path")
+    if old_path != new_path:
+        # a new build of the view (features/<view>@<build id>) is new data, not a new definition
+        changes.append(Change("changed", name, f"offline data: {old_path} -> {new_path}"))
     return changes
 
 

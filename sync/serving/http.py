@@ -8,14 +8,17 @@ background; a failed refresh keeps serving the last good registry.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gc
 import hmac
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,11 +29,15 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..contract import DataType
 from ..errors import FeatureStoreError, UnknownNameError
 from ..feature_store import FeatureStore
+from ..online.config import resolve as resolve_online
 from .online_features import STATUS_NAMES, EntityRowsError, OnlineResponse
+from .online_features import get_online_features as read_online_features
 
 log = logging.getLogger("sync.serve")
 STATUS_TEXT = np.array(STATUS_NAMES, dtype=object)
@@ -38,6 +45,11 @@ EPOCH = "1970-01-01T00:00:00Z"
 HOT_PATH = "/get-online-features"
 MAX_BODY_BYTES = 8 * 1024 * 1024
 INVALID = "invalid request: the body must be JSON matching the schema in /openapi.json"
+# What a client learns of a server-side failure: its cause (store down, wrong credentials or
+# TLS settings, a misconfigured URL) is for the operator and goes to the server's log only.
+UNAVAILABLE = "the online store is unavailable; retry later (the server's log says why)"
+INTERNAL = "internal error (the server's log says what failed)"
+LOG_EVERY_SECONDS = 10.0  # the same failure on every request is logged once per this
 
 
 @dataclass
@@ -118,12 +130,43 @@ def _features_body(result: OnlineResponse) -> bytes:
     vectors = [{"values": values, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n}
                for values in result.entities.values()]
     statuses: dict[int, list[str]] = {}  # features of one view share a status array: format it once
-    for _, values, status, times in result.items():
+    for _, values, status, times, dtype in result.items():
         text = statuses.get(id(status))
         if text is None:
             text = statuses[id(status)] = STATUS_TEXT[status].tolist()
-        vectors.append({"values": values, "statuses": text, "event_timestamps": times.iso()})
+        vectors.append({"values": _json_values(values, dtype), "statuses": text, "event_timestamps": times.iso()})
     return orjson.dumps({"metadata": {"feature_names": names}, "results": vectors}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _json_values(values: list, dtype: DataType) -> list:
+    """Values JSON can carry as proto3's JSON mapping does (and so Feast's feature server):
+    NaN and +/-infinity as the strings "NaN", "Infinity", "-Infinity" (JSON has no such
+    numbers, and null would read as a missing value), bytes as base64."""
+    if dtype.element in ("float32", "float64"):
+        return _floats_json(values, dtype.is_list)
+    if dtype.element == "bytes":
+        return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
+    return values
+
+
+def _special(x: float) -> float | str:
+    if math.isfinite(x):
+        return x
+    return "NaN" if x != x else ("Infinity" if x > 0 else "-Infinity")
+
+
+def _floats_json(values: list, is_list: bool) -> list:
+    if not is_list:
+        try:
+            if math.isfinite(sum(values)):  # one C loop; a NaN or an infinity makes the sum non-finite
+                return values
+        except TypeError:  # nulls among them
+            pass
+        return [None if v is None else _special(v) for v in values]
+    rows = [r for r in values if r is not None]  # numpy arrays
+    if not rows or np.isfinite(np.concatenate(rows)).all():
+        return values
+    return [r if r is None or np.isfinite(r).all() else [_special(x) for x in r.tolist()] for r in values]
 
 
 class InvalidRequest(Exception):
@@ -177,11 +220,17 @@ def _bearer_matches(scope: Scope, token: bytes) -> bool:
     return False
 
 
+class _Disconnected(Exception):
+    """The client went away (or was dropped for sending too slowly) before its body was in."""
+
+
 async def _read_body(receive: Receive) -> bytes | None:
     """The request body, or None when it is larger than MAX_BODY_BYTES."""
     chunks, size = [], 0
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
@@ -191,21 +240,54 @@ async def _read_body(receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
+class _FailureLog:
+    """Server-side failures go to the log, not to clients; the same one repeated on every
+    request (a store that is down) is logged once per LOG_EVERY_SECONDS with a count."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def report(self, exc: BaseException, unexpected: bool = False) -> None:
+        # FeatureStoreError messages name the store without its password (config.redact,
+        # redis_errors); anything else is logged by type and message, as a bug to report
+        text = str(exc) if isinstance(exc, FeatureStoreError) else f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._last.get(text, -math.inf) < LOG_EVERY_SECONDS:
+            self._skipped[text] = self._skipped.get(text, 0) + 1
+            return
+        self._last[text] = now
+        if len(self._last) > 100:  # bounded: keep the recent ones
+            self._last = dict(list(self._last.items())[-50:])
+            self._skipped = {k: v for k, v in self._skipped.items() if k in self._last}
+        skipped = self._skipped.pop(text, 0)
+        more = f" (and {skipped} more times since last logged)" if skipped else ""
+        if unexpected:
+            log.error("request failed unexpectedly: %s%s", text, more, exc_info=exc)
+        else:
+            log.warning("online store unavailable: %s%s", text, more)
+
+
 class _FeaturesEndpoint:
     """POST /get-online-features without FastAPI's per-request machinery (dependency solving,
     pydantic, a thread hop for the auth check): the same checks, by hand."""
 
-    def __init__(self, fs: FeatureStore, settings: ServerSettings, metrics: _Metrics) -> None:
+    def __init__(self, fs: FeatureStore, settings: ServerSettings, metrics: _Metrics, failures: _FailureLog) -> None:
         self.fs, self.settings, self.metrics = fs, settings, metrics
+        self.failures = failures
         self.token = settings.token.encode() if settings.token is not None else None
         self.counters = {status: metrics.requests.labels(HOT_PATH, str(status))
-                         for status in (200, 400, 401, 404, 413, 422, 503)}
+                         for status in (200, 400, 401, 404, 413, 422, 500, 503)}
 
-    async def __call__(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    async def __call__(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """Status, body and extra headers; None when the client is gone (nothing to answer)."""
         started = time.perf_counter()
         if self.token is not None and not _bearer_matches(scope, self.token):
             return (*self._count(401, _error_body("missing or wrong bearer token")), [(b"www-authenticate", b"Bearer")])
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive)
+        except _Disconnected:
+            return None
         if body is None:
             return (*self._count(413, _error_body(f"request body larger than {MAX_BODY_BYTES} bytes")), [])
         try:
@@ -225,13 +307,23 @@ class _FeaturesEndpoint:
             return self._count(413, _error_body(f"{n} entity rows in one request; the limit is {limit}"))
         features, service = doc.get("features"), doc.get("feature_service")
         try:
+            # what the request names, checked against the registry: the client's problem (4xx)
             if (features is None) == (service is None):
                 raise EntityRowsError("pass either features or feature_service")
-            result = self.fs.get_online_features(entities, features, feature_service=service,
-                                                 full_feature_names=bool(doc.get("full_feature_names", False)))
+            plan = self.fs.online_plan(features, service, bool(doc.get("full_feature_names", False)))
+            try:
+                result = read_online_features(self.fs.online_store(), plan, entities)
+            except EntityRowsError:
+                raise
+            except FeatureStoreError as exc:  # the store or its configuration: the server's problem
+                self.failures.report(exc)
+                return self._count(503, _error_body(UNAVAILABLE))
+            body = _features_body(result)
         except FeatureStoreError as exc:
-            return self._count(_status_for(exc), _error_body(str(exc)))
-        body = _features_body(result)
+            return self._count(404 if isinstance(exc, UnknownNameError) else 400, _error_body(str(exc)))
+        except Exception as exc:  # a bug: a JSON error body, the details in the log only
+            self.failures.report(exc, unexpected=True)
+            return self._count(500, _error_body(INTERNAL))
         self.metrics.latency.observe(time.perf_counter() - started)
         return self._count(200, body)
 
@@ -244,14 +336,17 @@ class _FeaturesEndpoint:
 class _HotPath:
     """ASGI middleware answering one route itself, ahead of routing; the rest goes to the app."""
 
-    def __init__(self, app: ASGIApp, path: str, endpoint: Callable[[Scope, Receive], Awaitable[tuple]]) -> None:
+    def __init__(self, app: ASGIApp, path: str, endpoint: Callable[[Scope, Receive], Awaitable[tuple | None]]) -> None:
         self.app, self.path, self.endpoint = app, path, endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        status, body, headers = await self.endpoint(scope, receive)
+        answer = await self.endpoint(scope, receive)
+        if answer is None:
+            return
+        status, body, headers = answer
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), *headers]})
         await send({"type": "http.response.body", "body": body})
@@ -266,23 +361,15 @@ def _error(status: int, message: str, detail: Any = None) -> Response:
     return _json({"error": message, "detail": detail}, status)
 
 
-def _status_for(exc: FeatureStoreError) -> int:
-    if isinstance(exc, UnknownNameError):
-        return 404
-    if isinstance(exc, EntityRowsError):
-        return 400
-    cause = exc.__cause__ or exc.__context__
-    if isinstance(cause, (ConnectionError, TimeoutError, OSError)) or type(cause).__module__.startswith("redis"):
-        return 503  # the online store is unreachable: retry later
-    return 400
-
-
 def create_app(settings: ServerSettings | None = None, store: FeatureStore | None = None) -> FastAPI:
     settings = settings or ServerSettings.from_env()
     metrics = _Metrics()
+    failures = _FailureLog()
     fs = store or FeatureStore(settings.project_dir, lake=settings.lake, registry=settings.registry,
                                online=settings.online)
     fs.refresh()  # fail at start-up, clearly, if there is no registry
+    if store is None:  # and if the online store's URL cannot be right (the store may be down for now)
+        resolve_online(settings.online, fs.lake.root, Path(fs.project_dir or Path.cwd()))
     metrics.serial.set(fs.serial)
 
     async def refresh_forever() -> None:
@@ -327,6 +414,23 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
         return _error(422, INVALID, detail)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # unknown routes and wrong methods answer in the documented {"error", "detail"} shape
+        where = f"{request.method} {request.url.path[:200]}"
+        if exc.status_code == 404:
+            metrics.requests.labels("unmatched", "404").inc()  # one label: paths are the client's choice
+            response = _error(404, f"not found: no endpoint {where} (the API is described at /openapi.json)")
+        elif exc.status_code == 405:
+            metrics.requests.labels(request.url.path, "405").inc()
+            allowed = (exc.headers or {}).get("Allow", "")
+            response = _error(405, f"method not allowed: {where} (allowed: {allowed or 'none'})")
+        else:
+            response = _error(exc.status_code, str(exc.detail))
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
     @app.exception_handler(_Unauthorised)
     async def unauthorised(request: Request, exc: _Unauthorised) -> Response:
         metrics.requests.labels(request.url.path, "401").inc()
@@ -337,7 +441,7 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
     errors = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
               413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
-    endpoint = _FeaturesEndpoint(fs, settings, metrics)
+    endpoint = _FeaturesEndpoint(fs, settings, metrics, failures)
     app.add_middleware(_HotPath, path=HOT_PATH, endpoint=endpoint)
 
     @app.post(HOT_PATH, response_model=GetOnlineFeaturesResponse, responses=errors, dependencies=[Depends(authorised)])
@@ -359,11 +463,13 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
 
     @app.get("/health")
     def health() -> Response:
+        # needs no token, so it says no more than ok or not: the reason goes to the log
         try:
             fs.online_store().catalog()
             online = "ok"
         except Exception as exc:  # report, don't raise: health must answer
-            online = f"unavailable: {exc}"
+            failures.report(exc, unexpected=not isinstance(exc, FeatureStoreError))
+            online = "unavailable"
         body = {"status": "ok" if online == "ok" else "degraded", "registry_serial": fs.serial, "online_store": online}
         return _json(body, 200 if online == "ok" else 503)
 

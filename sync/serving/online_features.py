@@ -16,15 +16,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..contract import parse_data_type
+from ..contract import DataType, parse_data_type
 from ..definitions import FeatureRef
 from ..errors import FeatureStoreError
 from ..online import OnlineStore, OnlineView
 from ..online.base import FieldLookup, assemble, expired_rows
-from ..online.encoding import UTC_US, Columns, FixedColumn, float32_rows
+from ..online.encoding import UTC_US, Columns, FixedColumn, array_rows
 
 PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE, NULL_VALUE = range(4)
 STATUS_NAMES = ("PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE", "NULL_VALUE")
+# Vectors and lists of these come back as numpy arrays of the declared element type (no
+# detour through Python numbers, nothing lost: int64[] stays int64); string lists as lists.
+ROW_DTYPES = {"float32": np.float32, "float64": np.float64, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 
 
 class EntityRowsError(FeatureStoreError):
@@ -36,7 +39,7 @@ class KeyGroup:
     """Views of the same entities: one lookup per entity key reads all their fields at once."""
 
     join_keys: tuple[str, ...]
-    views: tuple[tuple[OnlineView, tuple[tuple[str, str, bool], ...]], ...]  # as in OnlinePlan.views
+    views: tuple[tuple[OnlineView, tuple[tuple[str, str, DataType], ...]], ...]  # as in OnlinePlan.views
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -48,12 +51,13 @@ class OnlinePlan:
     """Which view versions to read and what to call each feature: fixed per registry serial,
     so a call only encodes keys, does one round trip and decodes."""
 
-    views: tuple[tuple[OnlineView, tuple[tuple[str, str, bool], ...]], ...]
+    # per view: (feature, output name, declared type)
+    views: tuple[tuple[OnlineView, tuple[tuple[str, str, DataType], ...]], ...]
     groups: tuple[KeyGroup, ...] = field(init=False, repr=False, compare=False)
     output_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
     join_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    # output name -> (index in views, feature, is a vector)
-    locate: dict[str, tuple[int, str, bool]] = field(init=False, repr=False, compare=False)
+    # output name -> (index in views, feature, declared type)
+    locate: dict[str, tuple[int, str, DataType]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         grouped: dict[tuple, list] = {}
@@ -63,8 +67,8 @@ class OnlinePlan:
         object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "output_names", tuple(out for _, feats in self.views for _, out, _ in feats))
         object.__setattr__(self, "join_keys", tuple(dict.fromkeys(k for view, _ in self.views for k in view.join_keys)))
-        object.__setattr__(self, "locate", {out: (i, feat, is_vector) for i, (_, feats) in enumerate(self.views)
-                                            for feat, out, is_vector in feats})
+        object.__setattr__(self, "locate", {out: (i, feat, dtype) for i, (_, feats) in enumerate(self.views)
+                                            for feat, out, dtype in feats})
 
 
 def make_plan(registry: dict, refs: Sequence[FeatureRef], full_feature_names: bool) -> OnlinePlan:
@@ -85,7 +89,7 @@ def make_plan(registry: dict, refs: Sequence[FeatureRef], full_feature_names: bo
                 raise FeatureStoreError(f"feature name {out!r} is requested from both {seen[out]!r} and {name!r}; "
                                         "pass full_feature_names=True to name columns view__feature")
             seen[out] = name
-            outs.append((feat, out, types[feat].is_list))
+            outs.append((feat, out, types[feat]))
         views.append((view, tuple(outs)))
     return OnlinePlan(tuple(views))
 
@@ -134,8 +138,8 @@ class ArrowColumn:
     def to_pylist(self) -> list:
         return self._array.to_pylist()
 
-    def float32_rows(self) -> list[np.ndarray | None]:
-        return float32_rows(self._array)
+    def array_rows(self, dtype: type) -> list[np.ndarray | None]:
+        return array_rows(self._array, dtype)
 
 
 Column = ArrowColumn | FixedColumn
@@ -194,14 +198,16 @@ class OnlineResponse:
         return self._answers[i].column(feat)
 
     def values(self, name: str) -> list:
-        i, feat, is_vector = self._plan.locate[name]
-        return self._answers[i].values(feat, is_vector)
+        """Python values, None where not served; a numeric or bool vector/list per row as a
+        numpy array of its element type (``float32[64]`` -> float32), a string list as a list."""
+        i, feat, dtype = self._plan.locate[name]
+        return self._answers[i].values(feat, dtype)
 
-    def items(self) -> Iterator[tuple[str, list, np.ndarray, EventTimes]]:
-        """Every feature in order: name, values, status codes, event times (shared within a view)."""
+    def items(self) -> Iterator[tuple[str, list, np.ndarray, EventTimes, DataType]]:
+        """Every feature in order: name, values, status codes, event times (shared within a view), type."""
         for (_, feats), answer in zip(self._plan.views, self._answers):
-            for feat, out, is_vector in feats:
-                yield out, answer.values(feat, is_vector), answer.status(feat), answer.times
+            for feat, out, dtype in feats:
+                yield out, answer.values(feat, dtype), answer.status(feat), answer.times, dtype
 
     def status_codes(self, name: str) -> np.ndarray:
         """Per-value status codes (indexes into STATUS_NAMES); shared by a view's features."""
@@ -306,10 +312,10 @@ class _Answer:
     def column(self, feature: str) -> Column:
         raise NotImplementedError
 
-    def values(self, feature: str, is_vector: bool) -> list:
+    def values(self, feature: str, dtype: DataType) -> list:
         col = self.column(feature)
-        # vectors as float32 arrays, without a detour through Python floats
-        return col.float32_rows() if is_vector else col.to_pylist()
+        row_dtype = ROW_DTYPES.get(dtype.element) if dtype.is_list else None
+        return col.to_pylist() if row_dtype is None else col.array_rows(row_dtype)
 
 
 class _RecordsAnswer(_Answer):
@@ -341,11 +347,11 @@ class _RecordsAnswer(_Answer):
         i = self._index[feature]
         return self._records.column(feature, self._masked[:, i] if self._null_any[i] else None)
 
-    def values(self, feature: str, is_vector: bool) -> list:
+    def values(self, feature: str, dtype: DataType) -> list:
         field = self._plain.get(feature)
         if field is not None and (self._masked is None or not self._null_any[self._index[feature]]):
             return self._records.rec[field].tolist()  # numbers without nulls: numpy gives the Python values
-        return super().values(feature, is_vector)
+        return super().values(feature, dtype)
 
 
 class _ArrowAnswer(_Answer):

@@ -9,6 +9,7 @@ of credential values, so a secret never reaches a log line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import socket
@@ -21,6 +22,7 @@ _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN
 
 _HINTS = {
     "no-bucket": "create the bucket, or fix the bucket name in FEATURE_STORE_LAKE",
+    "no-space": "free space (or raise the quota) on the filesystem that holds it, then re-run",
     "unreachable": "check the endpoint ({endpoint}) and the network",
 }
 _HINTS_S3 = {
@@ -28,6 +30,9 @@ _HINTS_S3 = {
     "no-credentials": "provide AWS credentials the standard way: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                       "AWS_PROFILE, SSO or an instance/task role",
     "expired": "refresh the AWS credentials (e.g. `aws sso login`, or renew the session token)",
+}
+_HINTS_LOCAL = {
+    "forbidden": "give this user permission to read and write it and its folder",
 }
 _HINTS_GCS = {
     "forbidden": "grant this identity roles/storage.objectAdmin (or objectViewer to read) on the bucket",
@@ -39,7 +44,8 @@ _HINTS_GCS = {
 
 def _hint(kind: str, uri: str) -> str | None:
     gcs = uri.startswith(("gs://", "gcs://"))
-    hint = (_HINTS_GCS if gcs else _HINTS_S3).get(kind) or _HINTS.get(kind)
+    local = "://" not in uri or uri.startswith("file://")
+    hint = (_HINTS_LOCAL if local else _HINTS_GCS if gcs else _HINTS_S3).get(kind) or _HINTS.get(kind)
     if hint and "{endpoint}" in hint:
         hint = hint.format(endpoint="STORAGE_EMULATOR_HOST" if gcs else "AWS_ENDPOINT_URL")
     return hint
@@ -94,7 +100,7 @@ def _code(e: BaseException) -> tuple[str, int | None]:
     return "", status if isinstance(status, int) else None
 
 
-_PRIORITY = ("no-credentials", "expired", "no-bucket", "forbidden", "unreachable", "not-found")
+_PRIORITY = ("no-credentials", "expired", "no-bucket", "no-space", "forbidden", "unreachable", "not-found")
 _UNREACHABLE = {"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
                 "ClientConnectorError", "ServerDisconnectedError", "ClientOSError", "TransportError",
                 "ProxyConnectionError", "NewConnectionError", "MaxRetryError", "EndpointUnreachable"}
@@ -104,6 +110,8 @@ def _kind(e: BaseException) -> str:
     name = type(e).__name__
     code, status = _code(e)
     text = str(e).lower()
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "no-space"
     if name in {"NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError", "ProfileNotFound"}:
         return "no-credentials"
     if name == "RefreshError" or code in {"ExpiredToken", "ExpiredTokenException", "TokenRefreshRequired"} \
@@ -136,7 +144,7 @@ def is_connect_failure(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> str:
-    """One of no-credentials, expired, no-bucket, forbidden, unreachable, not-found, other.
+    """One of no-credentials, expired, no-bucket, no-space, forbidden, unreachable, not-found, other.
 
     The most specific cause wins: s3fs wraps an expired token in a PermissionError, but
     the botocore error it chains says what really happened.
@@ -174,6 +182,7 @@ def storage_error(exc: BaseException, uri: str, action: str) -> StorageError:
     where = redact_uri(uri)
     what = {
         "no-bucket": "the bucket does not exist",
+        "no-space": "no space left on the device",
         "forbidden": "permission denied",
         "no-credentials": "no credentials found",
         "expired": "the credentials have expired",

@@ -16,8 +16,14 @@ import os
 import threading
 import time
 
+from ..optional import require
 from .cas import Conflict, Versioned
-from .errors import BucketNotFound, EndpointUnreachable, is_connect_failure, storage_error
+from .errors import (
+    BucketNotFound,
+    EndpointUnreachable,
+    is_connect_failure,
+    storage_error,
+)
 
 # One network policy for every GCS client here (google-cloud-storage for the registry,
 # gcsfs for data files), so a broken endpoint fails in seconds, not minutes:
@@ -99,8 +105,7 @@ class GCSObjects:
     def bucket(self):
         with self._lock:
             if self._bucket is None:
-                from google.cloud import storage
-
+                storage = require("google.cloud.storage", f"the registry at {self.uri}")
                 try:
                     # Object reads and writes need no project; without one named, the client
                     # would refuse ADC that carries none (e.g. a user's refresh token).

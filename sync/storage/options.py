@@ -74,8 +74,9 @@ def lance_options(scheme: str) -> dict[str, str]:
     botocore here and passed in memory; they are never written anywhere.
     """
     if scheme == S3:
-        import boto3
+        from ..optional import require
 
+        boto3 = require("boto3", "Lance on S3")
         session = boto3.session.Session()
         opts: dict[str, str] = {}
         if session.region_name:

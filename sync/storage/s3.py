@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 
+from ..optional import require
 from .cas import Conflict, Versioned
 from .errors import storage_error
 
@@ -34,8 +35,7 @@ class S3Objects:
     def client(self):
         with self._lock:
             if self._client is None:
-                import boto3
-
+                boto3 = require("boto3", f"the registry at {self.uri}")
                 try:
                     self._client = boto3.session.Session().client("s3")
                 except Exception as exc:  # e.g. a named profile that does not exist

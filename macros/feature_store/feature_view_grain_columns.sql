@@ -1,16 +1,5 @@
-{#- Read a feature view's contract from the graph, so dbt tests and macros derive their
-    columns from the same config.meta that `python -m sync` publishes. -#}
-
-{% macro feature_view_node(relation_or_name) -%}
-  {%- set name = relation_or_name if relation_or_name is string else relation_or_name.identifier -%}
-  {%- for node in graph.nodes.values() -%}
-    {%- if node.resource_type == 'model' and (node.name == name or node.alias == name) -%}
-      {{ return(node) }}
-    {%- endif -%}
-  {%- endfor -%}
-  {{ exceptions.raise_compiler_error("feature_store: no model named '" ~ name ~ "'") }}
-{%- endmacro %}
-
+{#- A feature view's grain from its config.meta: the join keys of its entities (from the
+    entity catalog), then the event timestamp, then the created timestamp when it has one. -#}
 {% macro feature_view_grain_columns(node) -%}
   {%- set spec = node.config.meta.get('feature_view') -%}
   {%- if not spec -%}
