@@ -157,11 +157,10 @@ def _special(x: float) -> float | str:
 
 def _floats_json(values: list, is_list: bool) -> list:
     if not is_list:
-        try:
-            if math.isfinite(sum(values)):  # one C loop; a NaN or an infinity makes the sum non-finite
-                return values
-        except TypeError:  # nulls among them
-            pass
+        # One C loop: a NaN or an infinity makes the sum non-finite. filter(None, ...) drops
+        # nulls and zeros, both finite; a sum that overflows takes the exact path below.
+        if math.isfinite(sum(filter(None, values))):
+            return values
         return [None if v is None else _special(v) for v in values]
     rows = [r for r in values if r is not None]  # numpy arrays
     if not rows or np.isfinite(np.concatenate(rows)).all():
