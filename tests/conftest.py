@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 # Fixture plugins (append, don't overwrite: other suites register theirs here too).
-pytest_plugins = ["tests.redis_server", "tests.object_storage"]
+pytest_plugins = ["tests.redis_server", "tests.object_storage", "tests.bigquery_emulator"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["dbt_project.yml", "profiles.yml", "models", "features", "macros", "tests/dbt"]
