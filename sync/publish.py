@@ -17,6 +17,7 @@ from .errors import FeatureStoreError, Problem, ValidationError
 from .lake import Lake
 from .manifest import Manifest, load_manifest, load_run_results
 from .offline import builds as lake_builds
+from .offline.historical import resolved_grain
 from .offline.lance import mirror_views
 from .offline.parquet import check_view
 from .registry import Change, RegistryStore, apply_definitions, diff_documents
@@ -66,8 +67,8 @@ class Outcome:
 
 
 def _grain(view: FeatureView) -> list[str]:
-    return list(dict.fromkeys(view.join_keys)) + [view.event_timestamp] + \
-        ([view.created_timestamp] if view.created_timestamp else [])
+    """The grain a build's ledger records (feature_view_grain_columns): with the created time."""
+    return resolved_grain(view) + ([view.created_timestamp] if view.created_timestamp else [])
 
 
 def _choose_builds(lake: Lake, manifest: Manifest, defs: Definitions, published: dict, builds_root: str

@@ -50,10 +50,15 @@ def _online_url(lake: Path, online: str | None) -> str:
     return online or default_url(str(lake), lake.parent)
 
 
+def _files(lake: Path, view: dict) -> str:
+    """The Parquet the registry names for a view, as a DuckDB path or glob."""
+    path = lake / view["offline"]["path"]
+    return f"{path}/**/*.parquet" if path.is_dir() else str(path)
+
+
 def _sample_keys(lake: Path, doc: dict, view: dict, sample: int) -> list[tuple]:
     """Up to ``sample`` join-key tuples of a view, read from the Parquet the registry names."""
-    path = lake / view["offline"]["path"]
-    files = f"{path}/**/*.parquet" if path.is_dir() else str(path)
+    files = _files(lake, view)
     keys = ", ".join(f'"{k}"' for k in view["join_keys"])
     with duckdb.connect() as con:
         rows = con.execute(f"select distinct {keys} from read_parquet('{files}', hive_partitioning = true) "
@@ -122,8 +127,7 @@ def offline_latest(lake: Path, doc: dict, name: str, keys: list[tuple]) -> dict[
     """The latest row per key (greatest event, then created time; nulls oldest) as of now, from the
     Parquet the registry names: an oracle written apart from the materializer's SQL."""
     view = doc["feature_views"][name]
-    path = lake / view["offline"]["path"]
-    files = f"{path}/**/*.parquet" if path.is_dir() else str(path)
+    files = _files(lake, view)
     jk = view["join_keys"]
     feats = [f["name"] for f in view["features"]]
     created = view.get("created_timestamp")
