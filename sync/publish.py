@@ -189,7 +189,9 @@ def collect_garbage(lake: Lake, doc: dict, builds_root: str = DEFAULT_BUILDS_ROO
     superseded less than the retention period ago, is kept (sync/offline/builds.py).
     """
     keep_for = lake_builds.retention()
-    now = datetime.now(timezone.utc)
+    # The clock of the document, not of this process: a build it superseded is dated with the
+    # same instant, so it is never aged by the time the publish itself took.
+    now = datetime.fromisoformat(doc["published_at"]) if doc.get("published_at") else datetime.now(timezone.utc)
     views = doc.get("feature_views", {})
     keep = {(v.get("offline") or {}).get("path") for v in views.values()}
     superseded = {e["path"]: e["at"] for v in views.values() for e in v.get("superseded_builds", [])}
