@@ -7,12 +7,13 @@ DBT    := $(BIN)/dbt
 TRANSACTIONS ?= 200000
 DBT_FLAGS := --project-dir . --profiles-dir .
 
-.PHONY: install install-test demo sample-data build sync show test test-fast clean help
+.PHONY: install install-test install-bigquery demo demo-bigquery sample-data build sync show test test-fast clean help
 
 help:
 	@echo "make demo   - install, generate sample data, dbt build, publish the registry, show it"
 	@echo "make test   - install and run the test suite"
 	@echo "make test-fast - the tests without the slow (dbt end to end) and reliability groups"
+	@echo "make demo-bigquery - the demo on BigQuery, against a local emulator it starts and stops"
 
 # constraints.txt pins the versions the suite last passed with: a fresh resolve of this
 # many packages can otherwise backtrack into releases that no longer build.
@@ -31,6 +32,12 @@ $(BIN)/.installed-test: $(BIN)/.installed
 install: $(BIN)/.installed
 
 install-test: $(BIN)/.installed-test
+
+$(BIN)/.installed-bigquery: $(BIN)/.installed
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bigquery]"
+	@touch $@
+
+install-bigquery: $(BIN)/.installed-bigquery
 
 sample-data: install
 	$(BIN)/python -m sync sample-data --transactions $(TRANSACTIONS)
@@ -52,6 +59,12 @@ show: install
 
 demo: sample-data build sync show
 
+# the same job on BigQuery: bqemulator (its own venv, tests/bigquery/setup.sh) stands in for it
+BQ_TRANSACTIONS ?= 50000
+demo-bigquery: install-bigquery
+	bash tests/bigquery/setup.sh
+	$(BIN)/python tests/bigquery/demo.py --transactions $(BQ_TRANSACTIONS)
+
 test: install-test
 	$(BIN)/python -m pytest
 
@@ -60,4 +73,4 @@ test-fast: install-test
 	$(BIN)/python -m pytest -m "not slow and not reliability"
 
 clean:
-	rm -rf target logs lake feature_store.duckdb
+	rm -rf target logs lake feature_store.duckdb .demo-bigquery

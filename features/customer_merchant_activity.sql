@@ -1,7 +1,6 @@
 {#- How a customer uses a merchant: a pair view keyed by two entities. -#}
 {{ config(
     options={'partition_by': 'event_month', 'overwrite': true},
-    partition_by={'field': 'event_timestamp', 'data_type': 'timestamp', 'granularity': 'month'} if target.type == 'bigquery' else none,
 ) }}
 
 with daily as (

@@ -2,7 +2,6 @@
     A day's values become known at midnight after it (event_timestamp), never earlier. -#}
 {{ config(
     options={'partition_by': 'event_month', 'overwrite': true},
-    partition_by={'field': 'event_timestamp', 'data_type': 'timestamp', 'granularity': 'month'} if target.type == 'bigquery' else none,
 ) }}
 
 with daily as (

@@ -16,6 +16,8 @@ from .config import ProjectPaths
 from .console import err, out, progress
 from .errors import FeatureStoreError, ValidationError
 from .feature_store import FeatureStore
+from .offline.bigquery.cost import human_bytes
+from .offline.engine import BYTES_PROCESSED
 
 _paths_options: list[Callable] = [
     click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
@@ -138,8 +140,17 @@ def materialize_cmd(project_dir: str = ".", manifest: str | None = None, lake: s
     from .materialize import materialize
 
     outcome = materialize(_paths(project_dir, manifest, lake), online=online, full_refresh=full_refresh,
-                          views=_view_names(views) or None, progress=progress)
+                          views=_view_names(views) or None, progress=progress, on_cost=_print_cost)
     out.print(outcome.summary(), markup=False)
+    for view in outcome.views:
+        if view.note:
+            err.print(f"note: {view.name}: {view.note}", markup=False)
+
+
+def _print_cost(cost) -> None:
+    """Each BigQuery query, once run (or refused): what its dry run said it would process."""
+    err.print(f"BigQuery {cost.purpose}: {human_bytes(cost.bytes_processed)} processed "
+              f"({cost.bytes_processed:,} bytes, dry-run estimate)", markup=False)
 
 
 @cli.command("lookup")
@@ -266,7 +277,9 @@ def historical_cmd(entities: str, features: tuple[str, ...], feature_service: st
     for row in table.slice(0, limit).to_pylist():
         shown.add_row(*("" if v is None else str(v) for v in row.values()))
     out.print(shown)
-    out.print(f"{table.num_rows:,} row(s), {len(table.column_names)} column(s)")
+    scanned = (table.schema.metadata or {}).get(BYTES_PROCESSED)
+    billed = f"; BigQuery processed {human_bytes(int(scanned))} ({int(scanned):,} bytes)" if scanned is not None else ""
+    out.print(f"{table.num_rows:,} row(s), {len(table.column_names)} column(s){billed}")
 
 
 @cli.command("serve")

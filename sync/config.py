@@ -13,7 +13,7 @@ Taken from the dbt project (sync/project.py), environment variables first:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FeatureStoreError
@@ -41,6 +41,8 @@ class ProjectPaths:
     duckdb_file: Path | None = None
     profile_problem: str | None = None  # why the profile could not be read, said when it matters
     target_where: str = ""  # profile file, profile and target, for messages
+    # the rendered dbt-bigquery output when the profile's target is BigQuery (sync/offline/bigquery/connection.py)
+    bigquery_profile: dict | None = field(default=None, repr=False)
 
     @classmethod
     def resolve(cls, project_dir: str | Path | None = None, manifest: str | Path | None = None,
@@ -73,6 +75,7 @@ class ProjectPaths:
                          else target.duckdb_path(root) if target else None),
             profile_problem=problem,
             target_where=target.where if target else "",
+            bigquery_profile=dict(target.config) if target and target.type == "bigquery" else None,
         )
 
     def lake(self) -> Lake:

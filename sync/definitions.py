@@ -39,6 +39,8 @@ class OfflineLocation:
     path: str | None = None  # lake-relative file or folder (parquet)
     partition_by: tuple[str, ...] = ()
     relation: str | None = None  # the dbt relation (DuckDB view / BigQuery table)
+    table: str | None = None  # bigquery: "project.dataset.table"
+    location: str | None = None  # bigquery: the dataset's location (US, EU, ...)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ def feature_view_from_dict(d: dict) -> FeatureView:
         online=bool(d.get("online", True)),
         description=d.get("description", ""),
         tags=_tuple(d.get("tags")),
-        offline=OfflineLocation(off["format"], off.get("path"), _tuple(off.get("partition_by")), off.get("relation")),
+        offline=OfflineLocation(off["format"], off.get("path"), _tuple(off.get("partition_by")), off.get("relation"),
+                                off.get("table"), off.get("location")),
         lineage=Lineage(**{k: _tuple(lin.get(k)) for k in ("parents", "models", "sources", "downstream")}),
         unique_id=d.get("unique_id", ""),
         sql_fingerprint=d.get("sql_fingerprint", ""),

@@ -91,19 +91,19 @@ class FeatureStore:
         with ``full_feature_names=True``). ``.to_pandas()`` on the result gives a DataFrame.
         Semantics: docs/point-in-time.md.
         """
-        from .offline.historical import connect, get_historical_features
+        from .offline.engine import engine_for
 
         refs = self.resolve_features(features, feature_service)
-        views = {v.name: v for v in self.list_feature_views()}
+        views = {name: self.get_feature_view(name) for name in dict.fromkeys(r.view for r in refs)}
         entities = {e.name: e for e in self.list_entities()}
-        con = connect(memory_limit, temp_directory)
+        engine = engine_for(list(views.values()), self.lake, registry=self.registry, project_dir=self.project_dir,
+                            duckdb={"project": self._paths, "memory_limit": memory_limit,
+                                    "temp_directory": temp_directory})
         try:
-            self._attach_project(con)
-            return get_historical_features(self.lake, views, entities, entity_df, refs,
-                                           full_feature_names=full_feature_names,
-                                           timestamp_column=timestamp_column, con=con)
+            return engine.historical(views, entities, entity_df, refs, full_feature_names=full_feature_names,
+                                     timestamp_column=timestamp_column)
         finally:
-            con.close()
+            engine.close()
 
     # -- serving ----------------------------------------------------------------------------
     def online_store(self):
@@ -148,20 +148,6 @@ class FeatureStore:
         if self._online is not None:
             self._online.close()
             self._online = None
-
-    def _attach_project(self, con) -> None:
-        """Make the dbt models queryable by name for SQL or model-name entity_dfs."""
-        if self._paths is None:
-            return
-        try:  # $FEATURE_STORE_DUCKDB, else the DuckDB file of the project's profile target
-            db = self._paths.duckdb_path()
-        except FeatureStoreError:
-            return  # not a DuckDB project: entity_df must be a table or a query on the lake
-        if db.exists():
-            # dbt's views read the lake by paths relative to the project
-            con.execute("set file_search_path = $1", [str(self.project_dir)])
-            con.execute(f"attach '{str(db).replace(chr(39), chr(39) * 2)}' as project (read_only)")
-            con.execute("use project")
 
     # -- listing --------------------------------------------------------------------
     def list_entities(self) -> list[Entity]:

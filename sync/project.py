@@ -76,11 +76,16 @@ def _var(name: str, default: Any = None) -> Any:
     return default
 
 
+# dbt's type filters ("{{ env_var('N') | as_number }}") only tell dbt to keep the native type;
+# the value itself is unchanged, and callers convert what they read
+_FILTERS = {name: (lambda value: value) for name in ("as_number", "as_bool", "as_native", "as_text")}
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
 _JINJA.globals.update(env_var=_env_var, var=_var)
+_JINJA.filters.update(_FILTERS)
 # dbt renders dbt_project.yml natively: "{{ ['models'] }}" is a list there
 _NATIVE = jinja2.nativetypes.NativeEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 _NATIVE.globals.update(env_var=_env_var, var=_var)
+_NATIVE.filters.update(_FILTERS)
 
 
 def render(value: Any, where: str, context: dict | None = None, native: bool = False) -> Any:

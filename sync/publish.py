@@ -8,6 +8,7 @@ serving, and the run says which view, why and what to do.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -17,6 +18,9 @@ from .errors import FeatureStoreError, Problem, ValidationError
 from .lake import Lake
 from .manifest import Manifest, load_manifest, load_run_results
 from .offline import builds as lake_builds
+from .offline.bigquery import tables as bq_tables
+from .offline.bigquery.connection import BigQueryTarget
+from .offline.bigquery.cost import QueryRunner
 from .offline.historical import resolved_grain
 from .offline.lance import mirror_views
 from .offline.parquet import check_view
@@ -77,26 +81,110 @@ def _choose_builds(lake: Lake, manifest: Manifest, defs: Definitions, published:
     chosen: dict[str, lake_builds.Build] = {}
     held: list[lake_builds.HeldBack] = []
     for name, view in defs.feature_views.items():
-        node = manifest.node(view.unique_id) or {}
-        old = published.get(name)
-        if node.get("compiled_code"):
-            want_sql = lake_builds.sql_md5(node["compiled_code"])
-        elif old and old.get("code_checksum") == view.code_checksum:
-            # not compiled by this invocation (`dbt build -s other`), file unchanged: the SQL it was published with
-            want_sql = ((old.get("offline_state") or {}).get("build") or {}).get("sql_md5", "")
-        else:
-            held.append(lake_builds.HeldBack(name, "the manifest has no compiled SQL for it and it is new or changed",
-                                             f"run `dbt build -s {name}` (not only `dbt parse`), then `python -m sync`"))
-            continue
         identifier = (view.offline.path or name).rsplit("/", 1)[-1]
-        found = lake_builds.choose(lake_builds.builds_of(lake, builds_root, identifier), want_sql,
-                                   lake_builds.definition(node, _grain(view)), name, old,
-                                   where=lake.uri(builds_root))
+        found = _choose(manifest, view, published.get(name), lake_builds.builds_of(lake, builds_root, identifier),
+                        where=lake.uri(builds_root))
         if isinstance(found, lake_builds.HeldBack):
             held.append(found)
         else:
             chosen[name] = found
     return chosen, held
+
+
+LEDGER_TABLE = "feature_store_builds"  # bigquery__record_builds writes it in the profile's dataset
+
+
+def _ledger(paths: ProjectPaths) -> str:
+    profile = paths.bigquery_profile or {}
+    project = profile.get("project") or profile.get("database")
+    dataset = profile.get("dataset") or profile.get("schema")
+    if not project or not dataset:
+        raise FeatureStoreError(f"cannot tell where dbt records BigQuery builds: the profile target "
+                                f"{paths.target_where or '(not found)'} names no project and dataset "
+                                "(fix: run in the dbt project whose bigquery target built the views)")
+    return f"{project}.{dataset}.{LEDGER_TABLE}"
+
+
+def _ledger_build(row: dict, ledger: str) -> lake_builds.Build:
+    completed = row.get("completed_at")
+    return lake_builds.Build(
+        view=str(row["view"]), build_id=str(row["build_id"]), data_path=str(row["relation"]), ledger_path=ledger,
+        status=str(row["status"]), message=str(row.get("message") or ""),
+        failed_tests=tuple(row.get("failed_tests") or ()), sql_md5=str(row["sql_md5"]),
+        definition=json.loads(row["definition"]) if row.get("definition") else {},
+        completed_at=completed.isoformat() if isinstance(completed, datetime) else str(completed or ""))
+
+
+def _prepare_bigquery(paths: ProjectPaths, manifest: Manifest, defs: Definitions, published: dict
+                      ) -> tuple[dict[str, dict], dict[str, dict], list[lake_builds.HeldBack], list[Problem]]:
+    """Per view: the build to publish from the ledger table (or why none), its table checked
+    against the declared types from metadata. Returns runs, offline stats, held back, problems.
+
+    A table is rebuilt in place, so only the newest ledger row of a table can describe it;
+    a table changed after that row was recorded (an interrupted build) describes no build.
+    """
+    ledger = _ledger(paths)
+    runner = QueryRunner.open(BigQueryTarget.resolve(paths.bigquery_profile))
+    runs: dict[str, dict] = {}
+    offline: dict[str, dict] = {}
+    held: list[lake_builds.HeldBack] = []
+    problems: list[Problem] = []
+    try:
+        tables = {name: view.offline.table or "" for name, view in defs.feature_views.items()}
+        rows = bq_tables.newest_builds(runner, ledger, sorted(set(tables.values())))
+        for name, view in defs.feature_views.items():
+            row = rows.get(tables[name])
+            build = _ledger_build(row, ledger) if row else None
+            found = _choose(manifest, view, published.get(name), [build] if build else [],
+                            where=f"{ledger} for table {tables[name]}", place="BigQuery")
+            if isinstance(found, lake_builds.HeldBack):
+                held.append(found)
+                continue
+            stats, found_problems = bq_tables.check_view(runner, view, defs.entities)
+            problems.extend(found_problems)
+            if found_problems:
+                continue
+            modified, completed = bq_tables.parse_time(stats["modified"]), bq_tables.parse_time(found.completed_at)
+            if modified and completed and modified > completed:
+                keep = f"version {published[name]['version']} stays published" if name in published else "it is not published"
+                held.append(lake_builds.HeldBack(
+                    name, f"its table {tables[name]} was changed (at {stats['modified']}) after its last recorded "
+                          f"build ({found.build_id}, completed at {found.completed_at}), e.g. by an interrupted "
+                          f"`dbt build`; {keep}", f"run `dbt build -s {name}`, then `python -m sync`"))
+                continue
+            if stats["partitioning"] is None:
+                configured = ((manifest.node(view.unique_id) or {}).get("config") or {}).get("partition_by")
+                why = ("the model sets partition_by, but the table is not partitioned (an emulator drops "
+                       "partitioning from DDL)" if configured else "the table is not partitioned")
+                defs.warnings.append(Problem(name, "config.partition_by", f"{why}: every query scans table "
+                                             f"{tables[name]} whole", f"set partition_by on {view.event_timestamp} "
+                                             f"(day) and run `dbt build -s {name}`"))
+            defs.feature_views[name] = dataclasses.replace(view, offline=dataclasses.replace(
+                view.offline, location=stats["location"] or runner.target.location))
+            offline[name] = stats
+            state = {**found.to_state(), "invocation_id": row["invocation_id"], "table_modified": stats["modified"],
+                     "ledger": ledger, "definition_md5": bq_tables.definition_md5(found.definition)}
+            runs[name] = {"dbt_status": found.status, "built_at": found.completed_at, "build": state}
+    finally:
+        runner.client.close()
+    return runs, offline, held, problems
+
+
+def _choose(manifest: Manifest, view: FeatureView, old: dict | None, builds: list[lake_builds.Build], *,
+            where: str, place: str = "the lake") -> lake_builds.Build | lake_builds.HeldBack:
+    """The build to publish among ``builds`` (newest first), or why the view is held back."""
+    name = view.name
+    node = manifest.node(view.unique_id) or {}
+    if node.get("compiled_code"):
+        want_sql = lake_builds.sql_md5(node["compiled_code"])
+    elif old and old.get("code_checksum") == view.code_checksum:
+        # not compiled by this invocation (`dbt build -s other`), file unchanged: the SQL it was published with
+        want_sql = ((old.get("offline_state") or {}).get("build") or {}).get("sql_md5", "")
+    else:
+        return lake_builds.HeldBack(name, "the manifest has no compiled SQL for it and it is new or changed",
+                                    f"run `dbt build -s {name}` (not only `dbt parse`), then `python -m sync`")
+    return lake_builds.choose(builds, want_sql, lake_builds.definition(node, _grain(view)), name, old,
+                              where=where, place=place)
 
 
 def prepare(paths: ProjectPaths, published: dict | None = None) -> Prepared:
@@ -116,6 +204,11 @@ def prepare(paths: ProjectPaths, published: dict | None = None) -> Prepared:
             defs.feature_views[name] = dataclasses.replace(
                 view, offline=dataclasses.replace(view.offline, path=build.data_path))
             runs[name] = {"dbt_status": build.status, "built_at": build.completed_at, "build": build.to_state()}
+    elif manifest.adapter_type == "bigquery":
+        runs, bq_offline, held, problems = _prepare_bigquery(paths, manifest, defs,
+                                                             (published or {}).get("feature_views", {}))
+        if problems:
+            raise ValidationError(problems)
     else:
         for uid, result in load_run_results(paths.manifest_path.parent, manifest.invocation_id).items():
             node = manifest.node(uid) or {}
@@ -127,6 +220,9 @@ def prepare(paths: ProjectPaths, published: dict | None = None) -> Prepared:
     offline: dict[str, dict] = {}
     for name, view in defs.feature_views.items():
         if name in held_names:
+            continue
+        if manifest.adapter_type == "bigquery":
+            offline[name] = bq_offline[name]
             continue
         stats, found = check_view(lake, view, defs.entities)
         problems.extend(found)

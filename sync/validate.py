@@ -100,6 +100,8 @@ def _partition_columns(node: dict) -> tuple[str, ...]:
 def _offline(manifest: Manifest, node: dict, problems: list[Problem], builds_root: str) -> OfflineLocation:
     config = node.get("config") or {}
     relation = node.get("relation_name")
+    if manifest.adapter_type == "bigquery":
+        return _bigquery_offline(node, problems)
     if manifest.adapter_type != "duckdb":
         return OfflineLocation(manifest.adapter_type, relation=relation)
     if config.get("materialized") != "external":
@@ -119,6 +121,33 @@ def _offline(manifest: Manifest, node: dict, problems: list[Problem], builds_roo
     identifier = node.get("alias") or node["name"]
     return OfflineLocation("parquet", path=f"{builds_root}/{identifier}", partition_by=_partition_columns(node),
                            relation=relation)
+
+
+def _bigquery_offline(node: dict, problems: list[Problem]) -> OfflineLocation:
+    """A BigQuery table, ``project.dataset.table`` from the node; its location comes from the
+    table's metadata at publish (sync/offline/bigquery/tables.py)."""
+    config = node.get("config") or {}
+    name = node["name"]
+    if config.get("materialized") not in ("table", "incremental"):
+        problems.append(Problem(name, "config.materialized",
+                                f"is {config.get('materialized')!r}; a feature view on BigQuery must be a table "
+                                "(a view's rows change without a build, so no version could describe them)",
+                                "set materialized: table in the view's config"))
+    spec = meta_of(node).get("feature_view")
+    spec = spec if isinstance(spec, dict) else {}
+    partition = config.get("partition_by")
+    event = spec.get("event_timestamp")
+    if isinstance(partition, dict) and event and (partition.get("field") != event
+                                                  or str(partition.get("data_type") or "date").lower() == "int64"):
+        problems.append(Problem(name, "config.partition_by",
+                                f"partitions the table on {partition.get('field')!r}"
+                                f"{' by integer range' if str(partition.get('data_type')).lower() == 'int64' else ''}; "
+                                f"a partition filter on the event timestamp {event!r} cannot be applied to it",
+                                f"partition_by={{'field': '{event}', 'data_type': 'timestamp', 'granularity': 'day'}}, "
+                                "or no partition_by"))
+    identifier = node.get("alias") or name
+    return OfflineLocation("bigquery", relation=node.get("relation_name"),
+                           table=f"{node.get('database')}.{node.get('schema')}.{identifier}")
 
 
 def _lineage(manifest: Manifest, node: dict) -> Lineage:
@@ -362,7 +391,7 @@ def build_definitions(manifest: Manifest, builds_root: str = BUILDS_ROOT) -> tup
         view = _feature_view(manifest, node, defs.entities, problems, defs.warnings, builds_root)
         if view is None:
             continue
-        where = view.offline.path or view.offline.relation or ""
+        where = view.offline.path or view.offline.table or view.offline.relation or ""
         if where in seen_locations:
             problems.append(Problem(name, "alias", f"writes to the same place as {seen_locations[where]} ({where})",
                                     "give each feature view its own alias/location"))

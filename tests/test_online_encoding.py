@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.definitions import Feature
-from sync.online.encoding import HEADER, NO_CREATED, EncodingError, ValueCodec
+from sync.offline.watermark import NO_CREATED
+from sync.online.encoding import HEADER, EncodingError, ValueCodec
 from sync.online.keys import KeyCodec
 
 ALL_TYPES = {

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.errors import FeatureStoreError
+from sync.offline.watermark import NO_CREATED
 from sync.online import OnlineView, ReadRequest, open_online_store
-from sync.online.encoding import NO_CREATED
 from sync.online.keys import KeyCodec, meta_namespace, store_namespace
 
 from .test_online_store import spec

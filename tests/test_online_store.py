@@ -6,16 +6,16 @@ import random
 import threading
 
 import numpy as np
-import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sync.definitions import Feature
 from sync.errors import FeatureStoreError
+from sync.offline.watermark import NO_CREATED
 from sync.online import OnlineView, ReadRequest, open_online_store
-from sync.online.encoding import NO_CREATED
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 US = 1_000_000

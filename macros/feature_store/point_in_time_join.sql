@@ -262,43 +262,53 @@ asof left join (
   {{ return(feature_store.parquet_files_resolved(files, r.join_keys + [r.event_ts])) }}
 {%- endmacro %}
 
-{#- Warehouses without ASOF joins (BigQuery): per view, the feature rows and the spine rows
-    in one stream ordered by (time, feature rows first, created time); the last feature
-    row at or before each spine row is LAST_VALUE(... IGNORE NULLS). One sort per view,
-    no range join, so it scales like the ASOF form. -#}
+{#- Warehouses without ASOF joins (BigQuery): per view, the feature rows and the spine's
+    distinct (join keys, instant) points in one stream ordered by (time, feature rows first,
+    created time); the last feature row at or before each point is LAST_VALUE(... IGNORE
+    NULLS). One sort per view, no range join, so it scales like the ASOF form. The spine
+    gets its features back by an equi-join on (join keys, instant): no row id is invented,
+    since BigQuery may evaluate a CTE once per reference and number rows differently each time. -#}
 {% macro default__point_in_time_join(spine, requests, timestamp, spine_columns=none) -%}
 with __fs_spine as (
-    select *, row_number() over () as __fs_row, {{ feature_store._pit_as_timestamp(adapter.quote(timestamp)) }} as __fs_ts
+    select *, {{ feature_store._pit_as_timestamp(adapter.quote(timestamp)) }} as __fs_ts
     from {{ spine }}
 )
-{%- for r in requests %}{% set v = '__fs_v' ~ loop.index0 %},
+{%- for r in requests %}{% set v = '__fs_v' ~ loop.index0 %}{% set keys = [] %}
+{%- for k in r.join_keys %}{% do keys.append(adapter.quote(k)) %}{% endfor %},
+{{ v }}_points as (
+    select distinct {{ keys | join(', ') }}, __fs_ts
+    from __fs_spine
+    where {{ keys | join(' is not null and ') }} is not null
+),
 {{ v }}_events as (
     select
-        {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
+        {{ keys | join(', ') }},
         {{ feature_store._pit_as_timestamp(adapter.quote(r.event_ts)) }} as __fs_ts,
-        {{ feature_store._pit_as_timestamp(adapter.quote(r.created_ts)) if r.created_ts else 'cast(null as ' ~ dbt.type_timestamp() ~ ')' }} as __fs_created,
+        {{ feature_store._pit_as_timestamp(adapter.quote(r.created_ts) if r.created_ts else 'null') }} as __fs_created,
         0 as __fs_side,
-        cast(null as {{ dbt.type_bigint() }}) as __fs_row,
         {{ feature_store._pit_struct(r.features) }} as __fs_vals
     from {{ r.relation }}
-    where {% for k in r.join_keys %}{{ adapter.quote(k) }} is not null{{ ' and ' if not loop.last }}{% endfor %}
+    where {{ keys | join(' is not null and ') }} is not null
     union all
-    select
-        {% for k in r.join_keys %}{{ adapter.quote(k) }}, {% endfor -%}
-        __fs_ts, cast(null as {{ dbt.type_timestamp() }}), 1, __fs_row, null
-    from __fs_spine
+    select {{ keys | join(', ') }}, __fs_ts, {{ feature_store._pit_as_timestamp('null') }}, 1, null
+    from {{ v }}_points
 ),
 {{ v }} as (
-    select __fs_row, __fs_vals, __fs_match_ts
+    select
+        {{ keys | join(', ') }}, __fs_ts,
+        {% if r.ttl_seconds -%}
+        case when __fs_match_ts >= {{ feature_store._pit_minus_seconds('__fs_ts', r.ttl_seconds) }} then __fs_vals end
+        {%- else -%}
+        __fs_vals
+        {%- endif %} as __fs_vals
     from (
         select
-            __fs_side,
-            __fs_row,
+            {{ keys | join(', ') }}, __fs_ts, __fs_side,
             last_value(__fs_vals ignore nulls) over __fs_w as __fs_vals,
             last_value(case when __fs_side = 0 then __fs_ts end ignore nulls) over __fs_w as __fs_match_ts
         from {{ v }}_events
         window __fs_w as (
-            partition by {% for k in r.join_keys %}{{ adapter.quote(k) }}{{ ', ' if not loop.last }}{% endfor %}
+            partition by {{ keys | join(', ') }}
             order by __fs_ts asc nulls first, __fs_side asc, __fs_created asc nulls first
             rows between unbounded preceding and current row
         )
@@ -307,20 +317,16 @@ with __fs_spine as (
 )
 {%- endfor %}
 select
-    {{ feature_store._pit_star_except('e', ['__fs_row', '__fs_ts']) }}
+    {{ feature_store._pit_star_except('e', ['__fs_ts']) }}
     {%- for r in requests %}{% set v = 'v' ~ loop.index0 %}
     {%- for name, out in r.features %},
-    {% if r.ttl_seconds -%}
-    case when {{ v }}.__fs_match_ts >= {{ feature_store._pit_minus_seconds('e.__fs_ts', r.ttl_seconds) }}
-         then {{ v }}.__fs_vals.{{ adapter.quote(out) }} end
-    {%- else -%}
-    {{ v }}.__fs_vals.{{ adapter.quote(out) }}
-    {%- endif %} as {{ adapter.quote(out) }}
+    {{ v }}.__fs_vals.{{ adapter.quote(out) }} as {{ adapter.quote(out) }}
     {%- endfor %}
     {%- endfor %}
 from __fs_spine e
-{%- for r in requests %}
-left join __fs_v{{ loop.index0 }} v{{ loop.index0 }} on v{{ loop.index0 }}.__fs_row = e.__fs_row
+{%- for r in requests %}{% set v = 'v' ~ loop.index0 %}
+left join __fs_v{{ loop.index0 }} {{ v }}
+    on {% for k in r.join_keys %}{{ v }}.{{ adapter.quote(k) }} = e.{{ adapter.quote(k) }} and {% endfor %}{{ v }}.__fs_ts = e.__fs_ts
 {%- endfor %}
 {%- endmacro %}
 

@@ -104,12 +104,13 @@ def builds_of(lake: Lake, root: str, identifier: str) -> list[Build]:
 
 
 def choose(builds: list[Build], want_sql: str, want_definition: dict, view: str,
-           published: dict | None, where: str = "") -> Build | HeldBack:
+           published: dict | None, where: str = "", place: str = "the lake") -> Build | HeldBack:
     """The build to publish for the manifest's definition of ``view``, or why there is none.
 
     The newest build of exactly this definition decides: if it failed (the model, or one of
     its data tests), the view is held back even when an older build of the definition
-    succeeded, since the lake's newest data for it is known to be wrong.
+    succeeded, since the lake's newest data for it is known to be wrong. ``place``: where
+    builds are kept, for the messages ("the lake", or a BigQuery ledger).
     """
     keep = f"version {published['version']} stays published" if published else "it is not published"
     rebuild = f"run `dbt build -s {view}`, then `python -m sync`"
@@ -126,11 +127,11 @@ def choose(builds: list[Build], want_sql: str, want_definition: dict, view: str,
                                   f"{', '.join(build.failed_tests)}; {keep}", f"fix the data or the model, then {rebuild}")
         return build
     if builds:
-        return HeldBack(view, f"no build in the lake was made from its current definition (its SQL or metadata changed "
+        return HeldBack(view, f"no build in {place} was made from its current definition (its SQL or metadata changed "
                               f"after the last `dbt build`, e.g. only `dbt compile` ran since); {keep}", rebuild)
     # say where we looked: a profile whose external_root points elsewhere builds out of sight
     looked = f" (no build under {where})" if where else ""
-    return HeldBack(view, f"it has never been built into the lake{looked}; {keep}", rebuild)
+    return HeldBack(view, f"it has never been built into {place}{looked}; {keep}", rebuild)
 
 
 def retention(value: str | None = None) -> timedelta:

@@ -13,14 +13,10 @@ import pyarrow as pa
 from ..definitions import Entity, FeatureView
 from ..errors import FeatureStoreError
 from .instants import floor_to_us
+from .sql_text import quote
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _EXACT_FLOAT = 2**53  # floats represent every integer up to here, and not all beyond
-
-
-def quote(name: str) -> str:
-    """A DuckDB identifier, quoted so no column name can break or inject into the SQL."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def entity_times(table: pa.Table, column: str) -> pa.Array:

@@ -15,32 +15,27 @@ matched row. Every time is a UTC instant floored to the microsecond (instants.py
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..contract import MAX_TTL_SECONDS, TTL_TOO_LONG, format_ttl
 from ..definitions import Entity, FeatureRef, FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
-from .entity_frame import check_keys, entity_times, join_key, quote, to_arrow
+from . import ttl
+from .duckdb_connection import connect
+from .entity_frame import check_keys, entity_times, join_key, to_arrow
 from .instants import at_least_sql, at_most_sql, column_types, instant_sql, is_temporal
+from .packed_key import at_key_sql, row_key_sql
 from .parquet import is_folder
+from .sql_text import literal, quote
 
 ROW = "__fs_row"
 TS = "__fs_ts"
 _RESERVED = "__fs_"
-# (event µs) * 2^64 + (created µs + 2^63): orders by event, then created; the entity side
-# uses the largest low half so every row with event <= entity time qualifies.
-_SHIFT = "18446744073709551616"
-_LOW_MAX = "18446744073709551615"
-_LOW_BIAS = "9223372036854775808"
 # the entity time range, as µs since the epoch (typed, so an empty entity_df binds too)
 _MIN = "make_timestamptz(cast($min_us as bigint))"
 _MAX = "make_timestamptz(cast($max_us as bigint))"
@@ -82,13 +77,6 @@ def plan_requests(views: dict[str, FeatureView], refs: list[FeatureRef], full_fe
     return requests
 
 
-def _check_ttl(view: FeatureView) -> None:
-    """A registry published before TTLs were bounded can hold one whose `t - ttl` overflows."""
-    if (view.ttl_seconds or 0) > MAX_TTL_SECONDS:
-        raise FeatureStoreError(f"feature view {view.name!r}: ttl {format_ttl(view.ttl_seconds)} {TTL_TOO_LONG}; "
-                                "fix it in schema.yml and publish again (`python -m sync`)")
-
-
 def parquet_files(lake: Lake, view: FeatureView) -> str:
     """A view's Parquet for DuckDB: its file, or a glob over every file below its folder."""
     rel = view.offline.path or ""
@@ -97,11 +85,7 @@ def parquet_files(lake: Lake, view: FeatureView) -> str:
 
 
 def _read_parquet(files: str, view: FeatureView) -> str:
-    return f"read_parquet({_literal(files)}{', hive_partitioning = true' if view.offline.partition_by else ''})"
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+    return f"read_parquet({literal(files)}{', hive_partitioning = true' if view.offline.partition_by else ''})"
 
 
 def resolved_grain(view: FeatureView) -> list[str]:
@@ -114,7 +98,7 @@ def is_resolved(con: duckdb.DuckDBPyConnection, files: str, view: FeatureView) -
     ``feature_store:unique_on`` for its grain: no two rows share (join keys, event time), so
     the created-time tie-break can go. Footers only: a few hundred bytes per file."""
     try:
-        return bool(con.execute(RESOLVED_SQL.format(files=_literal(files)), [json.dumps(resolved_grain(view))]).fetchall()[0][0])
+        return bool(con.execute(RESOLVED_SQL.format(files=literal(files)), [json.dumps(resolved_grain(view))]).fetchall()[0][0])
     except duckdb.Error:
         return False  # no files yet, or unreadable footers: the exact form decides (and reports)
 
@@ -150,14 +134,12 @@ def _view_subquery(source: str, r: ViewRequest, types: dict[str, str], bounded_t
     cols += [f"{quote(f)} as {quote(o)}" for f, o in zip(r.features, r.output_names)]
     if tie_break:
         created = instant_sql(quote(v.created_timestamp), types[v.created_timestamp])
-        cols.append(
-            f"epoch_us({instant})::hugeint * {_SHIFT} + "
-            f"(coalesce(epoch_us({created}), -{_LOW_BIAS})::hugeint + {_LOW_BIAS}) as __fs_key")
+        cols.append(f"{row_key_sql(instant, created)} as __fs_key")
     # only rows that can match some entity row: filters on the raw column let DuckDB skip
     # row groups by their statistics
     where = [at_most_sql(event, types[v.event_timestamp], _MAX)] + [f"{quote(k)} is not null" for k in v.join_keys]
     if bounded_ttl:
-        where.append(at_least_sql(event, types[v.event_timestamp], f"{_MIN} - to_seconds({int(v.ttl_seconds or 0)})"))
+        where.append(at_least_sql(event, types[v.event_timestamp], ttl.minus_sql(_MIN, v.ttl_seconds, "duckdb")))
     return f"(select {', '.join(cols)} from {source} where {' and '.join(where)})"
 
 
@@ -176,7 +158,7 @@ def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[
     tie_breaks = [bool(r.view.created_timestamp) and r.view.name not in resolved for r in requests]
     spine = "__fs_entities"
     if any(tie_breaks):
-        spine = f"(select *, epoch_us({TS})::hugeint * {_SHIFT} + {_LOW_MAX} as __fs_key from __fs_entities)"
+        spine = f"(select *, {at_key_sql(TS)} as __fs_key from __fs_entities)"
     for i, (r, tie_break) in enumerate(zip(requests, tie_breaks)):
         alias = f"v{i}"
         on = [f"e.{quote(k)} = {alias}.{quote(k)}" for k in r.view.join_keys]
@@ -188,25 +170,11 @@ def build_sql(requests: list[ViewRequest], files: dict[str, str], resolved: set[
         joins.append(f"asof left join {subquery} {alias} on {' and '.join(on)}")
         for out in r.output_names:
             col = f"{alias}.{quote(out)}"
-            if r.view.ttl_seconds:
-                col = f"case when {alias}.{TS} >= e.{TS} - to_seconds({int(r.view.ttl_seconds)}) then {col} end"
+            within = ttl.within_sql(f"{alias}.{TS}", f"e.{TS}", r.view.ttl_seconds, "duckdb")
+            if within:
+                col = f"case when {within} then {col} end"
             select.append(f"{col} as {quote(out)}")
     return f"select {', '.join(select)} from {spine} e {' '.join(joins)} order by e.{ROW}"
-
-
-def connect(memory_limit: str | None = None, temp_directory: str | None = None,
-            threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that spills to disk rather than failing when a join outgrows RAM."""
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'")
-    limit = memory_limit or os.environ.get("FEATURE_STORE_DUCKDB_MEMORY")
-    if limit:
-        con.execute("set memory_limit = $1", [limit])
-    tmp = temp_directory or os.environ.get("FEATURE_STORE_DUCKDB_TEMP") or str(Path(tempfile.gettempdir()) / "feature_store_spill")
-    con.execute("set temp_directory = $1", [tmp])
-    if threads:
-        con.execute(f"set threads = {int(threads)}")
-    return con
 
 
 def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities: dict[str, Entity],
@@ -225,7 +193,7 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
         raise FeatureStoreError("entity_df has duplicate column names")
     requests = plan_requests(views, refs, full_feature_names, table.column_names)
     for r in requests:
-        _check_ttl(r.view)
+        ttl.check(r.view)
         check_keys(table, r.view, entities)
     ts = entity_times(table, timestamp_column)
     # only what the join needs goes to DuckDB; the caller's columns stay untouched in Arrow

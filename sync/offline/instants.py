@@ -18,6 +18,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from .sql_text import quote
+
 # DuckDB type names, as DESCRIBE and information_schema spell them
 ZONED = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ"})
 ZONED_NS = frozenset({"TIMESTAMPTZ_NS", "TIMESTAMP_NS WITH TIME ZONE"})
@@ -71,7 +73,7 @@ def _same_clock(bound: str, t: str) -> str:
 
 def column_types(con: duckdb.DuckDBPyConnection, source: str, columns: list[str]) -> dict[str, str]:
     """DuckDB type names of ``columns`` of ``source`` (a FROM item); footers only for Parquet."""
-    cols = ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+    cols = ", ".join(map(quote, columns))
     return {row[0]: row[1] for row in con.execute(f"describe select {cols} from {source}").fetchall()}
 
 

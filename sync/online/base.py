@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..offline import ttl
 from .encoding import UTC_US, Columns
 from .keys import KeyCodec
 from .spec import OnlineView
@@ -158,10 +159,11 @@ class OnlineStore(ABC):
 
 def expired_rows(view: OnlineView, found: np.ndarray, event_us: np.ndarray, now_us: int) -> np.ndarray:
     """Rows stored but older than the view's TTL at ``now_us``: not served."""
-    if not view.ttl_seconds:
+    earliest = ttl.earliest_us(now_us, view.ttl_seconds)
+    if earliest is None:
         return np.zeros(len(found), dtype=bool)
     # served only while event time >= now - TTL (inclusive, as in point-in-time joins)
-    return found & (event_us < now_us - view.ttl_seconds * 1_000_000)
+    return found & (event_us < earliest)
 
 
 def assemble(view: OnlineView, values: list[bytes | None], now_us: int) -> ViewRows:

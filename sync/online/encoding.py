@@ -35,8 +35,6 @@ HEADER = struct.Struct("<BIqq")  # format, schema tag, event µs, created µs
 HEADER_SIZE = HEADER.size  # 21
 _WRONG_LENGTH = "has the wrong length for this schema"
 _OTHER_SCHEMA = "was written with a different schema (or encoding format)"
-# A missing created timestamp orders before every real one (as in point-in-time joins).
-NO_CREATED = -(2**63)
 UTC_US = pa.timestamp("us", tz="UTC")
 
 _SCALAR_NUMPY = {"bool": "u1", "int32": "<i4", "int64": "<i8", "float32": "<f4", "float64": "<f8",
@@ -113,7 +111,7 @@ class Records:
     feature until a column is asked for (``ValueCodec.records``).
     """
 
-    __slots__ = ("codec", "found", "rec", "event_us", "created_us")
+    __slots__ = ("codec", "created_us", "event_us", "found", "rec")
 
     def __init__(self, codec: ValueCodec, found: np.ndarray, rec: np.ndarray) -> None:
         self.codec = codec
@@ -142,7 +140,7 @@ class FixedColumn:
     only for ``to_arrow`` and the types numpy does not give as Python values (times, dates).
     """
 
-    __slots__ = ("_codec", "_slot", "_rec", "_null")
+    __slots__ = ("_codec", "_null", "_rec", "_slot")
 
     def __init__(self, codec: ValueCodec, slot: _Slot, rec: np.ndarray, null: np.ndarray | None) -> None:
         self._codec, self._slot, self._rec, self._null = codec, slot, rec, null
@@ -320,7 +318,7 @@ class ValueCodec:
 
     def _var_bytes(self, s: _Slot, col: pa.Array, describe: Callable[[int], str]) -> pa.BinaryArray:
         """Each row's bytes for a variable-width feature (empty for nulls)."""
-        fail = lambda row, what: self._error(s, describe, row, what)  # noqa: E731
+        fail = lambda row, what: self._error(s, describe, row, what)
         if not s.dtype.is_list:
             col = _cast(col, _ARROW[s.dtype.element], fail)
             return col.cast(pa.binary()).fill_null(b"")

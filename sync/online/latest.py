@@ -15,12 +15,8 @@ and one batch of source rows, not by the number of source rows.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -31,73 +27,36 @@ from ..contract import parse_data_type
 from ..definitions import FeatureView
 from ..errors import FeatureStoreError
 from ..lake import Lake
+from ..offline import duckdb_connection
+from ..offline.engine import CREATED_US as C
+from ..offline.engine import EVENT_US as E
+from ..offline.engine import OUT_BATCH
 from ..offline.instants import at_least_sql, at_most_sql, column_types, instant_sql
+from ..offline.packed_key import (
+    created_of_key_sql,
+    created_us_sql,
+    event_us_sql,
+    row_key_sql,
+)
 from ..offline.parquet import is_folder
-from .encoding import NO_CREATED, EncodingError, ValueCodec
+from ..offline.sql_text import literal, quote
+from ..offline.watermark import NO_CREATED, Watermark, iso
+from .encoding import EncodingError, ValueCodec
 
-E, C = "__fs_e", "__fs_c"  # event / created time in µs in the batches' columns
 WINNERS = "__fs_winners"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 DEFAULT_MEMORY = "512MB"
 SOURCE_BATCH = 65_536  # source rows decoded at a time in pass 2
-OUT_BATCH = 32_768  # latest rows per yielded batch (whole script batches for the writer)
 ROW_BITS = 40  # a row's position is file index << 40 | row number in the file
 
 
-@dataclass(frozen=True)
-class Watermark:
-    """Rows with event time >= ``event_us`` (or created time >= ``created_us``) are read again."""
-
-    event_us: int
-    created_us: int = NO_CREATED
-
-    def to_dict(self) -> dict:
-        return {"event_timestamp": iso(self.event_us),
-                "created_timestamp": iso(self.created_us) if self.created_us != NO_CREATED else None}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Watermark:
-        created = d.get("created_timestamp")
-        return cls(from_iso(d["event_timestamp"]), from_iso(created) if created else NO_CREATED)
-
-    def merge(self, other: Watermark | None) -> Watermark:
-        if other is None:
-            return self
-        return Watermark(max(self.event_us, other.event_us), max(self.created_us, other.created_us))
-
-
-def iso(us: int) -> str:
-    return (EPOCH + timedelta(microseconds=us)).isoformat()
-
-
-def from_iso(text: str) -> int:
-    ts = datetime.fromisoformat(text)
-    delta = (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)) - EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _ts(us: int) -> str:
-    return f"TIMESTAMPTZ {_literal(iso(us))}"
+    return f"TIMESTAMPTZ {literal(iso(us))}"
 
 
 def connect(memory_limit: str | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"set threads = {int(threads)}")
-    con.execute("set TimeZone = 'UTC'")
-    con.execute("set memory_limit = $1", [memory_limit or os.environ.get("FEATURE_STORE_DUCKDB_MEMORY") or DEFAULT_MEMORY])
-    spill = os.environ.get("FEATURE_STORE_DUCKDB_TEMP") or str(Path(tempfile.gettempdir()) / "feature_store_spill")
-    con.execute("set temp_directory = $1", [spill])
-    con.execute("set preserve_insertion_order = false")  # lets the aggregate run in parallel and spill
-    return con
+    """A connection for one view's scan: 512MB unless told otherwise, unordered so the
+    aggregate runs in parallel and spills."""
+    return duckdb_connection.connect(memory_limit, threads=threads, default_memory=DEFAULT_MEMORY, ordered=False)
 
 
 def parquet_files(lake: Lake, view: FeatureView) -> list[str]:
@@ -117,6 +76,10 @@ class LatestRows:
     rows_read: int  # source rows that passed the watermark filter
     entities: int  # latest rows (one per entity)
     watermark: Watermark | None  # the newest times read; None when nothing was read
+    bytes_processed: int | None = None  # DuckDB reads the lake: nothing is billed
+
+    def close(self) -> None:
+        self.con.close()
 
     def _open(self, path: str) -> pq.ParquetFile:
         source = path if self.lake.is_local else self.lake.fs.open(path, "rb")
@@ -211,7 +174,7 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         lake.register_duckdb(con)  # safe to repeat on one connection
         paths = [lake.fs.unstrip_protocol(p) for p in files]
     hive = "true" if view.offline.partition_by else "false"
-    source = f"read_parquet([{', '.join(map(_literal, paths))}], file_row_number = true, hive_partitioning = {hive})"
+    source = f"read_parquet([{', '.join(map(literal, paths))}], file_row_number = true, hive_partitioning = {hive})"
 
     def unreadable(exc: Exception) -> FeatureStoreError:
         return FeatureStoreError(f"{view.name}: cannot read the offline data at {lake.uri(view.offline.path or '')}: {exc}")
@@ -235,12 +198,12 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
     # a full scan also counts null event times (an incremental filter cannot see them, and
     # keeping it free of "or is null" lets it prune row groups)
     filters = " and ".join(where) if since is not None else f"({' and '.join(where)}) or {e_raw} is null"
-    created = f"coalesce(epoch_us({c}), {NO_CREATED})" if c else str(NO_CREATED)
+    created = created_us_sql(c)
     # One fixed-width sort key per row, (event, created) packed into a HUGEINT, and one
     # position, (file, row) packed into a BIGINT: arg_max over scalars is several times
     # faster than over structs. Null event times stay out of it (they would sort as
     # newest) and are counted.
-    order = f"(epoch_us({e})::hugeint * {1 << 64} + ({created}::hugeint + {1 << 63}))"
+    order = row_key_sql(e, c)
     sql = f"""
         create or replace temp table {WINNERS} as
         with agg as (
@@ -257,7 +220,7 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
         )
         select {', '.join(keys)}, __fs_n, __fs_null_event, __fs_max_c,
                (__fs_pos >> {ROW_BITS})::integer as f, __fs_pos & {(1 << ROW_BITS) - 1} as r,
-               (__fs_key >> 64)::bigint as {E}, ((__fs_key & {(1 << 64) - 1}) - {1 << 63})::bigint as {C}
+               {event_us_sql("__fs_key")} as {E}, {created_of_key_sql("__fs_key")} as {C}
         from agg
     """
     try:

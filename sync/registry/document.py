@@ -18,6 +18,7 @@ from .plan import diff_view
 FORMAT_VERSION = 1
 # State owned by other writers (e.g. online materialization watermarks): carried over as is.
 _CARRIED = ("materialization",)
+_WAREHOUSE = ("table", "location")  # OfflineLocation fields of BigQuery views
 
 
 def _history_entry(version: int, view: dict, context: dict, changes: list[dict]) -> dict:
@@ -76,6 +77,8 @@ def apply_definitions(current: dict | None, defs: Definitions, context: dict[str
             continue
         new = to_dict(view)
         new["ttl"] = view.ttl
+        # warehouse fields only where set: a Parquet view's entry stays as it always was
+        new["offline"] = {k: v for k, v in new["offline"].items() if v is not None or k not in _WAREHOUSE}
         old = old_views.get(name)
         if not new["sql_fingerprint"]:
             if old is None or old.get("code_checksum") != new["code_checksum"]:

@@ -79,6 +79,11 @@ def _check_view(name: str, view: Any, entities: dict, p: _Problems) -> None:
         p.field(view, where, key, isinstance(view.get(key), str), "a string")
     p.field(view, where, "offline", isinstance(view.get("offline"), dict)
             and isinstance(view["offline"].get("format"), str), "an object with a 'format'")
+    offline = view.get("offline")
+    if isinstance(offline, dict) and offline.get("format") == "bigquery":
+        table = offline.get("table")
+        p.field(offline, f"{where}'s offline", "table", isinstance(table, str) and table.count(".") == 2
+                and all(table.split(".")), "a table id project.dataset.table")
     for key, ok, expected in (("online", isinstance(view.get("online"), bool), "true or false"),
                               ("created_timestamp", isinstance(view.get("created_timestamp"), (str, type(None))),
                                "a column name or null"),

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pytest
 
 from sync.errors import FeatureStoreError
+from sync.offline.watermark import NO_CREATED
 from sync.online import OnlineView, open_online_store
-from sync.online.encoding import NO_CREATED
 
 from ..online_support import T0, OnlineLake, features_table, view
 

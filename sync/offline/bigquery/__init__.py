@@ -1,0 +1,1 @@
+"""BigQuery as the offline engine: connection, cost control, tables, training sets, latest rows."""
