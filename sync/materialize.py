@@ -20,6 +20,7 @@ from .config import ProjectPaths
 from .definitions import Entity, FeatureView, entity_from_dict, feature_view_from_dict
 from .errors import FeatureStoreError
 from .lake import Lake
+from .offline import duckdb_engine  # noqa: F401  the default engine, loaded with the command rather than mid-run
 from .offline.engine import (
     CREATED_US,
     EVENT_US,
