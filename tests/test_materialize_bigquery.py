@@ -187,3 +187,26 @@ def test_materialize_matches_duckdb_and_refuses_a_rebuilt_table(project: BigQuer
     assert VIEW in str(failure.value) and project.table in str(failure.value)
     assert project.registry_bytes() == before
     assert contents(tmp_path / "bq.db") == stored
+
+
+def test_a_table_whose_schema_drifted_since_publish_is_refused_before_any_write(project: BigQueryProject,  # noqa: F811
+                                                                                 tmp_path: Path, capsys) -> None:
+    data = random_rows(5)
+    load_table(project.emulator, project.table, data)
+    stamp_ledger(project)
+    assert project.sync("publish") == 0
+    online = f"sqlite:///{tmp_path / 'online.db'}"
+    assert project.sync("materialize", "--online", online) == 0
+    before = project.registry_bytes()
+    stored = (tmp_path / "online.db").read_bytes()
+    # rebuilt by a good build of the same definition, but the table no longer holds the declared type
+    load_table(project.emulator, project.table, data.set_column(3, "risk_score", pa.array([str(v) for v in
+                                                                                       data["risk_score"].to_pylist()])))
+    stamp_ledger(project)
+    capsys.readouterr()
+    assert project.sync("materialize", "--online", online) == 1
+    err = capsys.readouterr().err
+    assert "risk_score" in err and project.table in err and "nothing was materialized" in err
+    assert "Traceback" not in err
+    assert project.registry_bytes() == before
+    assert (tmp_path / "online.db").read_bytes() == stored
