@@ -100,8 +100,8 @@ def main() -> int:
         sys.exit(f"no Parquet under {data / 'features'}: generate it first (see --help)")
     from google.cloud import bigquery
 
-    from tests.bigquery_emulator import start_emulator
-    from tests.object_storage import stop
+    from tests.bigquery.emulator import start_emulator
+    from tests.processes import stop
 
     names = [n for n in pq.read_schema(files[0]).names if n.startswith("f")]
     work = Path(tempfile.mkdtemp(prefix="bench-bq-"))

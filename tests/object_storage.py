@@ -22,17 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import STORAGE_ENV, clean_env, free_port, stop  # noqa: F401  (re-exported for the tests)
+
 BIN = Path(sys.executable).parent
 # moto accepts any key pair unless IAM enforcement is on; fixed values keep runs reproducible
 TEST_KEY_ID, TEST_SECRET = "AKIATESTFEATURESTORE", "test-secret-do-not-leak-9f3b2c"
-# variables that would point clients at some other store or identity; cleared per test
-_STORAGE_ENV = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "STORAGE_EMULATOR_HOST", "GCE_METADATA", "CLOUDSDK_")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -60,18 +54,6 @@ def start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pope
     return proc, url
 
 
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def clean_env() -> dict[str, str]:
-    """This process's environment without any storage endpoint or credential settings."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_STORAGE_ENV)}
 
 
 @dataclass
@@ -157,7 +139,7 @@ def storage_env(monkeypatch):
 
     def use(backend: Backend | None, **extra: str) -> None:
         for key in list(os.environ):
-            if key.startswith(_STORAGE_ENV):
+            if key.startswith(STORAGE_ENV):
                 monkeypatch.delenv(key)
         for key, value in {**(backend.env if backend else {}), **extra}.items():
             monkeypatch.setenv(key, value)

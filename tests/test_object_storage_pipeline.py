@@ -24,7 +24,7 @@ from sync.lake import Lake
 from sync.offline import lance as lance_copy
 
 from .conftest import SAMPLE_TRANSACTIONS, Project, copy_project
-from .object_storage import _STORAGE_ENV, TEST_SECRET
+from .object_storage import STORAGE_ENV, TEST_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,7 @@ class RemoteProject(Project):
     outputs: list[str] = field(default_factory=list)  # everything the commands printed
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in super().env().items() if not k.startswith(_STORAGE_ENV)}
+        env = {k: v for k, v in super().env().items() if not k.startswith(STORAGE_ENV)}
         env.update(self.storage, FEATURE_STORE_LAKE=self.lake_uri)
         return env
 

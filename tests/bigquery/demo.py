@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from sync.offline.bigquery.cost import human_bytes
 from sync.offline.bigquery.sample_load import load_sample
-from tests.bigquery_emulator import start_emulator
-from tests.object_storage import stop
+from tests.bigquery.emulator import start_emulator
+from tests.processes import stop
 
 BIN = Path(sys.executable).parent
 DATASET = "feature_store"
