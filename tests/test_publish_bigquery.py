@@ -160,6 +160,11 @@ def project(bq_project: BigQueryProject, monkeypatch) -> BigQueryProject:
         path.unlink(missing_ok=True)
     bq_project.emulator.client.create_dataset(bq_project.features, exists_ok=True)
     load_table(bq_project.emulator, bq_project.table, rows())
+    # the ledger as dbt wrote it, whatever an earlier test of the module did to it
+    client, pristine = bq_project.emulator.client, f"{bq_project.ledger}_as_built"
+    client.query(f"CREATE TABLE IF NOT EXISTS `{pristine}` AS SELECT * FROM `{bq_project.ledger}`").result()
+    client.query(f"DELETE FROM `{bq_project.ledger}` WHERE TRUE").result()
+    client.query(f"INSERT INTO `{bq_project.ledger}` SELECT * FROM `{pristine}`").result()
     stamp_ledger(bq_project)
     return bq_project
 
