@@ -19,6 +19,18 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _EXACT_FLOAT = 2**53  # floats represent every integer up to here, and not all beyond
 
 
+RESERVED = "__fs_"  # the prefix of the join's own column names
+
+
+def check_columns(table: pa.Table) -> None:
+    """No entity_df column may take the join's own names, and none may appear twice."""
+    reserved = [c for c in table.column_names if c.startswith(RESERVED)]
+    if reserved:
+        raise FeatureStoreError(f"entity_df columns may not start with {RESERVED!r}: {', '.join(reserved)}")
+    if len(set(table.column_names)) != len(table.column_names):
+        raise FeatureStoreError("entity_df has duplicate column names")
+
+
 def entity_times(table: pa.Table, column: str) -> pa.Array:
     """The entity timestamps as UTC instants, floored to µs. Naive values are taken as UTC."""
     if column not in table.column_names:

@@ -27,7 +27,7 @@ from ..errors import FeatureStoreError
 from ..lake import Lake
 from . import ttl
 from .duckdb_connection import connect
-from .entity_frame import check_keys, entity_times, join_key, to_arrow
+from .entity_frame import check_columns, check_keys, entity_times, join_key, to_arrow
 from .instants import at_least_sql, at_most_sql, column_types, instant_sql, is_temporal
 from .packed_key import at_key_sql, row_key_sql
 from .parquet import is_folder
@@ -35,7 +35,6 @@ from .sql_text import literal, quote
 
 ROW = "__fs_row"
 TS = "__fs_ts"
-_RESERVED = "__fs_"
 # the entity time range, as µs since the epoch (typed, so an empty entity_df binds too)
 _MIN = "make_timestamptz(cast($min_us as bigint))"
 _MAX = "make_timestamptz(cast($max_us as bigint))"
@@ -186,11 +185,7 @@ def get_historical_features(lake: Lake, views: dict[str, FeatureView], entities:
         # DuckDB 2.0 reads object storage through the lake's fsspec filesystem
         lake.register_duckdb(con)
     table = to_arrow(entity_df, con)
-    reserved = [c for c in table.column_names if c.startswith(_RESERVED)]
-    if reserved:
-        raise FeatureStoreError(f"entity_df columns may not start with {_RESERVED!r}: {', '.join(reserved)}")
-    if len(set(table.column_names)) != len(table.column_names):
-        raise FeatureStoreError("entity_df has duplicate column names")
+    check_columns(table)
     requests = plan_requests(views, refs, full_feature_names, table.column_names)
     for r in requests:
         ttl.check(r.view)

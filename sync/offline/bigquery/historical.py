@@ -31,10 +31,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...definitions import Entity, FeatureRef, FeatureView
-from ...errors import FeatureStoreError
 from .. import ttl as ttl_rule
 from ..engine import BYTES_PROCESSED
-from ..entity_frame import check_keys, entity_times, join_key
+from ..entity_frame import check_columns, check_keys, entity_times, join_key
 from ..historical import ViewRequest, plan_requests
 from ..sql_text import literal, quote, table
 from .cost import QueryRunner
@@ -45,7 +44,6 @@ from .tables import EVENT_TYPES, column_type, get_table
 
 ROW = "__fs_row"
 TS = "__fs_ts"
-_RESERVED = "__fs_"
 # entity rows inlined as a literal array up to these sizes; beyond, uploaded to a scratch table
 INLINE_ROWS = 500
 INLINE_CHARS = 200_000
@@ -196,14 +194,6 @@ def _plain(data: pa.Table) -> pa.Table:
     return data.cast(pa.schema([pa.field(f.name, f.type) for f in data.schema]))
 
 
-def _check_frame(data: pa.Table) -> None:
-    reserved = [c for c in data.column_names if c.startswith(_RESERVED)]
-    if reserved:
-        raise FeatureStoreError(f"entity_df columns may not start with {_RESERVED!r}: {', '.join(reserved)}")
-    if len(set(data.column_names)) != len(data.column_names):
-        raise FeatureStoreError("entity_df has duplicate column names")
-
-
 def _key_type(key: str, entities: dict[str, Entity]) -> str:
     declared = next((e.value_type for e in entities.values() if key in e.join_keys), "int64")
     return "int64" if declared.startswith("int") else "string"
@@ -215,7 +205,7 @@ def get_historical_features(runner: QueryRunner, scratch: Scratch, views: dict[s
                             timestamp_column: str = "event_timestamp") -> pa.Table:
     first_cost = len(runner.costs)
     data = _entity_table(runner, scratch, entity_df)
-    _check_frame(data)
+    check_columns(data)
     requests = plan_requests(views, refs, full_feature_names, data.column_names)
     for r in requests:
         ttl_rule.check(r.view)
