@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DBT    := $(BIN)/dbt
-# sample size for the demo; benchmarks pass millions
+# sample size for the demo; benchmarks pass millions. MERCHANTS empty: one per 400
+# transactions (500 for the demo); e.g. MERCHANTS=100000 for a vector index worth having
 TRANSACTIONS ?= 200000
+MERCHANTS ?=
 DBT_FLAGS := --project-dir . --profiles-dir .
 
 .PHONY: install install-test install-bigquery demo demo-bigquery sample-data build sync show test test-fast clean help
@@ -40,7 +42,7 @@ $(BIN)/.installed-bigquery: $(BIN)/.installed
 install-bigquery: $(BIN)/.installed-bigquery
 
 sample-data: install
-	$(BIN)/python -m sync sample-data --transactions $(TRANSACTIONS)
+	$(BIN)/python -m sync sample-data --transactions $(TRANSACTIONS) $(if $(MERCHANTS),--merchants $(MERCHANTS))
 
 build: install
 	$(DBT) build $(DBT_FLAGS)
@@ -56,6 +58,8 @@ show: install
 	$(BIN)/python -m sync historical "select transaction_id, customer_id, merchant_id, transaction_ts, is_fraud from stg_transactions order by transaction_ts desc limit 5" --timestamp-column transaction_ts -s fraud_detection_v1 --limit 5
 	# ... and the same semantics in SQL: the training set dbt built with the point_in_time_join macro
 	$(BIN)/python -m sync sql "select transaction_id, transaction_ts, is_fraud, amount_sum_7d, risk_score, pair_txn_count_30d from fraud_training_set order by transaction_ts desc limit 5"
+	# similarity search: the 5 merchants whose latest embeddings are nearest merchant 1's
+	$(BIN)/python -m sync search merchant_embedding:embedding --entity merchant_id=1 -k 5 --features model_version
 
 demo: sample-data build sync show
 

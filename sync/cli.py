@@ -120,6 +120,14 @@ def _publish(project_dir: str, manifest: str | None, lake: str | None) -> publis
     if outcome.removed_builds:
         out.print(f"Removed {len(outcome.removed_builds)} build(s) past their retention: "
                   f"{', '.join(outcome.removed_builds)}", markup=False)
+    for name, entry in doc["feature_views"].items():
+        state = (entry.get("offline_state") or {}).get("vector_index")
+        if state:
+            out.print(f"Vector index of {name}: {state['kind']}, {state['metric']}, {state['rows']:,} rows, "
+                      f"recall@10 {state['recall_at_10']:.3f} (built in {state['build_seconds']:.1f}s)")
+    if outcome.removed_indexes:
+        out.print(f"Removed {len(outcome.removed_indexes)} vector index(es) of removed builds: "
+                  f"{', '.join(outcome.removed_indexes)}", markup=False)
     return outcome
 
 
@@ -210,10 +218,13 @@ def show_cmd(project_dir: str, manifest: str | None, lake: str | None, as_json: 
 @click.option("--lake", default=None, help="Lake root URI [default: $FEATURE_STORE_LAKE or ./lake].")
 @click.option("--transactions", type=click.IntRange(min=1000), default=200_000, show_default=True,
               help="Number of card transactions; customers and merchants scale with it.")
+@click.option("--merchants", type=click.IntRange(min=10), default=None,
+              help="Number of merchants [default: one per 400 transactions, at least 50]; "
+                   "transactions are spread over them (e.g. 100000 for an embedding view worth indexing).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed (same seed, same data).")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="Last day of data, exclusive (UTC) [default: today, so TTL'd features are fresh online].")
-def sample_data_cmd(lake: str | None, transactions: int, seed: int, end) -> None:
+def sample_data_cmd(lake: str | None, transactions: int, merchants: int | None, seed: int, end) -> None:
     """Generate the card-payments sample data as Parquet under <lake>/raw/."""
     from .sample_data import generate
 
@@ -225,7 +236,7 @@ def sample_data_cmd(lake: str | None, transactions: int, seed: int, end) -> None
         from datetime import datetime, timezone
 
         stop = (end or datetime.now(timezone.utc)).replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=timezone.utc)
-        counts = generate(target, transactions, seed, progress=advance, end=stop)
+        counts = generate(target, transactions, seed, progress=advance, end=stop, merchants=merchants)
     summary = ", ".join(f"{n} {name}" for name, n in counts.items())
     out.print(f"Wrote {summary} to {target.uri('raw')} ({time.perf_counter() - started:.1f}s)")
 
@@ -280,6 +291,200 @@ def historical_cmd(entities: str, features: tuple[str, ...], feature_service: st
     scanned = (table.schema.metadata or {}).get(BYTES_PROCESSED)
     billed = f"; BigQuery processed {human_bytes(int(scanned))} ({int(scanned):,} bytes)" if scanned is not None else ""
     out.print(f"{table.num_rows:,} row(s), {len(table.column_names)} column(s){billed}")
+
+
+@cli.command("search")
+@click.argument("feature", metavar="VIEW:FEATURE")
+@click.option("--entity", "entities", multiple=True, metavar="KEY=VALUE",
+              help="Search with this entity's own embedding (its latest at --as-of); the entity is left out of its "
+                   "results. Repeat for a view with several join keys; repeat a key for several query entities "
+                   "(the n-th value of each key makes the n-th entity).")
+@click.option("--vector-file", type=click.Path(exists=True, dir_okay=False), default=None, metavar="FILE.npy",
+              help="Query vector(s) in a .npy file: one vector (1-D) or one query per row (2-D).")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="Neighbours per query.")
+@click.option("--metric", type=click.Choice(["cosine", "l2", "dot"]), default=None,
+              help="Distance: cosine (1 - cos), l2 (Euclidean) or dot (-q.x) [default: the view's index metric, "
+                   "cosine unless its vector_index says otherwise].")
+@click.option("--filter", "filter_expr", default=None, metavar="EXPR",
+              help="SQL boolean expression over the view's join keys and features (bare names) and features of "
+                   "views keyed by the same entity (view.feature), applied before the top k, e.g. \"category = 'x'\".")
+@click.option("--as-of", "as_of", default=None, metavar="TIMESTAMP",
+              help="Search the embeddings as of this instant (ISO 8601; UTC if it has no offset) [default: now].")
+@click.option("--features", "-f", "features", multiple=True, metavar="F[,F...]",
+              help="Columns to show with each neighbour: a feature of this view or view:feature (repeat or "
+                   "comma-separate).")
+@click.option("--mode", type=click.Choice(["auto", "exact", "approximate"]), default="auto", show_default=True,
+              help="auto: the view's index when it has a current one for the metric, else exact (brute force).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="table, or json: one document with the results grouped per query.")
+@click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="The dbt project directory.")
+@click.option("--lake", default=None, help="Lake root URI [default: $FEATURE_STORE_LAKE or <project-dir>/lake].")
+@click.option("--registry", default=None, help="Search a registry URI instead of the project's.")
+def search_cmd(feature: str, entities: tuple[str, ...], vector_file: str | None, k: int, metric: str | None,
+               filter_expr: str | None, as_of: str | None, features: tuple[str, ...], mode: str, fmt: str,
+               project_dir: str, lake: str | None, registry: str | None) -> None:
+    """Find the K nearest entities of an embedding view's vector feature (VIEW:FEATURE) to
+    query vectors (--vector-file) or to entities' own embeddings (--entity).
+
+    JSON (--format json): {"feature", "mode", "metric", "index", "k", "queries": [{"query": i,
+    "entity": {...} (entity queries only), "neighbors": [{<join keys>, "distance", "rank",
+    <features>}, ...]}, ...]}, one entry per query even when nothing matched; NaN and
+    infinities as the strings "NaN", "Infinity", "-Infinity".
+    """
+    if bool(entities) == (vector_file is not None):
+        raise click.UsageError("pass either --entity KEY=VALUE or --vector-file FILE.npy (one of them)")
+    try:
+        view_name, _ = _feature_parts(feature)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="VIEW:FEATURE") from None
+    store = FeatureStore(project_dir, lake=lake, registry=registry)
+    try:
+        if vector_file is not None:
+            queries = _vector_file(vector_file)
+            count, shown = (1 if queries.ndim == 1 else queries.shape[0]), None
+        else:
+            queries = _entity_queries(store, view_name, entities)
+            count = len(next(iter(queries.values())))
+            shown = [{key: values[i] for key, values in queries.items()} for i in range(count)]
+        table = store.search(feature, queries, k=k, metric=metric, filter=filter_expr, as_of=_search_as_of(as_of),
+                             features=_view_names(features) or None, mode=mode)
+    finally:
+        store.close()
+    info = json.loads((table.schema.metadata or {}).get(b"feature_store:search", b"{}"))
+    if fmt == "json":
+        click.echo(json.dumps(_search_json(table, feature, k, info, count, shown), allow_nan=False))
+    else:
+        _print_search(table, info, count)
+
+
+def _feature_parts(text: str) -> tuple[str, str]:
+    view, sep, name = text.partition(":")
+    if not sep or not view.strip() or not name.strip() or ":" in name:
+        raise ValueError(f"{text!r} is not VIEW:FEATURE (e.g. merchant_embedding:embedding)")
+    return view.strip(), name.strip()
+
+
+def _vector_file(path: str):
+    """The query vectors of a .npy file: a 1-D vector or a 2-D batch of numbers."""
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as exc:  # pickled objects, or not a .npy at all
+        raise FeatureStoreError(f"--vector-file {path}: not a .npy array of numbers ({exc})") from None
+    except OSError as exc:
+        raise FeatureStoreError(f"--vector-file {path}: cannot read it ({exc.strerror or exc})") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive
+        raise FeatureStoreError(f"--vector-file {path}: an .npz archive; save one array with numpy.save")
+    if array.ndim not in (1, 2):
+        raise FeatureStoreError(f"--vector-file {path}: holds a {array.ndim}-D array of shape {array.shape}; "
+                                "expected one vector (1-D) or one query per row (2-D)")
+    if array.dtype.kind not in "fiu":
+        raise FeatureStoreError(f"--vector-file {path}: holds {array.dtype} values; expected numbers")
+    if array.size == 0:
+        raise FeatureStoreError(f"--vector-file {path}: is empty (shape {array.shape})")
+    return array if array.dtype.kind == "f" else array.astype(np.float64)
+
+
+def _entity_queries(store: FeatureStore, view_name: str, pairs: tuple[str, ...]) -> dict[str, list]:
+    """--entity KEY=VALUE options as entity rows (join key -> values), typed as the view's keys."""
+    view = store.get_feature_view(view_name)
+    types = {key: entity["value_type"] for name in view.entities
+             for entity in [store.registry["entities"].get(name, {})] for key in entity.get("join_keys", ())}
+    values: dict[str, list] = {key: [] for key in view.join_keys}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE (e.g. {view.join_keys[0]}=42)", param_hint="--entity")
+        if key not in values:
+            raise click.BadParameter(f"{key!r} is not a join key of {view_name} (its join keys: "
+                                     f"{', '.join(view.join_keys)})", param_hint="--entity")
+        kind = types.get(key, "int64")
+        if kind == "string":
+            values[key].append(raw)
+            continue
+        try:
+            values[key].append(int(raw.strip()))
+        except ValueError:
+            raise click.BadParameter(f"join key {key!r} of {view_name} is {kind}, got {raw!r}",
+                                     param_hint="--entity") from None
+    missing = [key for key, got in values.items() if not got]
+    if missing:
+        raise click.BadParameter(f"{view_name} needs join key(s) {', '.join(missing)} too", param_hint="--entity")
+    counts = {key: len(got) for key, got in values.items()}
+    if len(set(counts.values())) > 1:
+        raise click.BadParameter("every join key needs as many values (got " +
+                                 ", ".join(f"{key}: {n}" for key, n in counts.items()) + ")", param_hint="--entity")
+    return values
+
+
+def _search_as_of(text: str | None):
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO 8601 timestamp (e.g. 2026-11-01T00:00:00Z)",
+                                 param_hint="--as-of") from None
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _json_value(value):
+    """A result value for strict JSON (no NaN): as the HTTP server writes it."""
+    import base64
+    import math
+    from datetime import date, datetime
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else ("NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity"))
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    return value
+
+
+def _search_json(table, feature: str, k: int, info: dict, count: int, entities: list[dict] | None) -> dict:
+    groups = [{"query": i, **({"entity": entities[i]} if entities else {}), "neighbors": []} for i in range(count)]
+    for row in table.to_pylist():
+        query = row.pop("query")
+        groups[query]["neighbors"].append({name: _json_value(v) for name, v in row.items()})
+    return {"feature": feature, "mode": info.get("mode"), "metric": info.get("metric"), "index": info.get("index"),
+            "k": k, "queries": groups}
+
+
+def _short(value) -> str:
+    """A cell of the results table: vectors abbreviated."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, list):
+        head = ", ".join(_short(v) for v in value[:4])
+        return f"[{head}{', ...' if len(value) > 4 else ''}] ({len(value)})" if len(value) > 4 else f"[{head}]"
+    return str(value)
+
+
+def _print_search(table, info: dict, count: int) -> None:
+    from rich.text import Text
+
+    shown = Table(show_edge=False, pad_edge=False)
+    for col in table.column_names:
+        shown.add_column(col, justify="right" if col in ("query", "distance", "rank") else "left")
+    for row in table.to_pylist():
+        shown.add_row(*(Text(_short(v)) for v in row.values()))  # Text: values are not markup
+    out.print(shown)
+    index = f", index {info['index']}" if info.get("index") else ""
+    out.print(f"{table.num_rows:,} result(s) for {count:,} quer{'y' if count == 1 else 'ies'}; "
+              f"{info.get('mode', '?')} search, metric {info.get('metric', '?')}{index}", markup=False)
 
 
 @cli.command("serve")

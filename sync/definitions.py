@@ -52,6 +52,16 @@ class Lineage:
 
 
 @dataclass(frozen=True)
+class VectorIndex:
+    """How an embedding view's vector index is built (``config.meta.feature_view.vector_index``)."""
+
+    metric: str = "cosine"  # the distance the index answers: cosine | l2 | dot
+    kind: str = "hnsw"  # hnsw | ivf
+    min_rows: int | None = None  # fewer current embeddings: no index; None: $FEATURE_STORE_INDEX_MIN_ROWS
+    enabled: bool = True  # false: searched exactly, no index built
+
+
+@dataclass(frozen=True)
 class FeatureView:
     name: str
     entities: tuple[str, ...]
@@ -70,6 +80,7 @@ class FeatureView:
     sql_fingerprint: str = ""  # of the canonical compiled SQL; "" when not compiled
     schema_fingerprint: str = ""
     code_checksum: str = ""  # dbt's checksum of the model file
+    vector_index: VectorIndex | None = None  # None: the defaults, for views with a vector feature
 
     @property
     def ttl(self) -> str | None:
@@ -156,6 +167,7 @@ def feature_view_from_dict(d: dict) -> FeatureView:
         sql_fingerprint=d.get("sql_fingerprint", ""),
         schema_fingerprint=d.get("schema_fingerprint", ""),
         code_checksum=d.get("code_checksum", ""),
+        vector_index=VectorIndex(**d["vector_index"]) if d.get("vector_index") else None,
     )
 
 

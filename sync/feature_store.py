@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class FeatureStore:
         self._online = None
         self._online_url = online
         self._plans: dict = {}
+        self._searcher = None
+        self._searcher_lock = threading.Lock()  # servers search from several threads
 
     def __repr__(self) -> str:
         return f"FeatureStore(registry={self._store.uri!r})"
@@ -143,6 +146,36 @@ class FeatureStore:
                 self._plans.clear()
             self._plans[key] = plan
         return plan
+
+    # -- similarity search ------------------------------------------------------------
+    def search(self, feature: str, queries: Any, k: int = 10, metric: str | None = None, filter: str | None = None,
+               as_of: Any = None, features: list[str] | None = None, mode: str = "auto") -> pa.Table:
+        """The ``k`` nearest entities to each query by a vector feature (``"view:feature"``).
+
+        ``queries``: one vector, a batch (2-D), or entity rows (list of dicts, dict of lists, a
+        table with the view's join keys) whose own embedding is the query (the entity itself is
+        left out). ``metric``: ``"cosine"`` (1 - cos), ``"l2"`` (Euclidean) or ``"dot"`` (-q.x);
+        default: the view's index metric, cosine. ``filter``: a SQL boolean expression on the
+        view's features and other views' (``other_view.feature``), applied before the top k.
+        ``as_of``: a time, or one per query: each entity's latest embedding at that time within
+        the TTL (exact search); None searches the current embeddings, through the view's index
+        when it has one (``mode="auto"``; ``"exact"`` or ``"approximate"`` to choose).
+        ``features``: extra columns (``"feature"`` of this view, ``"view:feature"``).
+        Returns a table: query, join keys, distance, rank, features; nearest first, ties by
+        join key. docs/search.md.
+        """
+        return self.searcher().search(feature, queries, k=k, metric=metric, filter=filter, as_of=as_of,
+                                      features=features, mode=mode)
+
+    def searcher(self):
+        """The searcher of the current registry (it caches what it loads: rows, indexes)."""
+        from .search.searcher import Searcher
+
+        doc = self.registry
+        with self._searcher_lock:
+            if self._searcher is None or self._searcher.registry is not doc:
+                self._searcher = Searcher(self.lake, doc)
+            return self._searcher
 
     def close(self) -> None:
         if self._online is not None:

@@ -25,6 +25,8 @@ from .offline.historical import resolved_grain
 from .offline.lance import mirror_views
 from .offline.parquet import check_view
 from .registry import Change, RegistryStore, apply_definitions, diff_documents
+from .search.index import build_indexes
+from .search.index import collect_garbage as collect_index_garbage
 from .validate import Definitions, build_definitions
 
 # exit status of a publish that published some views and held others back (1: nothing published)
@@ -60,6 +62,7 @@ class Outcome:
     published: bool
     held_back: list[lake_builds.HeldBack] = field(default_factory=list)
     removed_builds: list[str] = field(default_factory=list)
+    removed_indexes: list[str] = field(default_factory=list)
 
     @property
     def breaking(self) -> list[Change]:
@@ -265,6 +268,12 @@ def publish(paths: ProjectPaths) -> Outcome:
     for name, state in copies.items():
         prepared.context["offline"].setdefault(name, {})["lance"] = state
     prepared.warnings.extend(warnings)
+    # and a vector index for similarity search, built from the same build it is published with
+    indexes, warnings = build_indexes(lake, {n: v for n, v in prepared.definitions.feature_views.items()
+                                             if n not in held})
+    for name, state in indexes.items():
+        prepared.context["offline"].setdefault(name, {})["vector_index"] = state
+    prepared.warnings.extend(warnings)
     seen: dict[str, dict | None] = {}
 
     def mutate(doc: dict | None) -> dict:
@@ -274,8 +283,11 @@ def publish(paths: ProjectPaths) -> Outcome:
     after = store.update(mutate)
     before = seen.get("before")
     removed = collect_garbage(lake, after, paths.builds_root) if prepared.manifest.adapter_type == "duckdb" else []
+    published_us = int(datetime.fromisoformat(after["published_at"]).timestamp() * 1_000_000)
+    keep_us = int(lake_builds.retention().total_seconds() * 1_000_000)
+    indexes_removed = collect_index_garbage(lake, after, keep_us, published_us)
     return Outcome(before, after, diff_documents(before, after), prepared.warnings, published=True,
-                   held_back=prepared.held_back, removed_builds=removed)
+                   held_back=prepared.held_back, removed_builds=removed, removed_indexes=indexes_removed)
 
 
 def collect_garbage(lake: Lake, doc: dict, builds_root: str = DEFAULT_BUILDS_ROOT) -> list[str]:

@@ -3,17 +3,26 @@
 One seeded generator feeds the demo (thousands of rows) and the benchmarks (millions):
 customers, merchants, card transactions with fraud labels, weekly merchant risk
 assessments with late corrections, and monthly 64-dim merchant embeddings. Everything is
-written as Parquet into ``<lake>/raw/``; transactions are chunked so memory stays flat.
+written as Parquet into ``<lake>/raw/``; transactions, and the per-merchant tables, are
+generated in chunks so memory stays flat (a million merchants fit as well as a thousand).
+
+The embeddings have structure, so nearest neighbours mean something: each merchant's vector
+is its category's centre plus a smaller pull towards its country plus a merchant-specific
+offset, and it drifts a little from month to month. Merchants of one category (and more so
+of one category and country) are near each other, and a merchant's earlier versions are
+nearest its own latest one.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .lake import Lake
@@ -21,7 +30,13 @@ from .lake import Lake
 EMBEDDING_DIM = 64
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
 UTC_US = pa.timestamp("us", tz="UTC")
-_CHUNK = 2_000_000
+_CHUNK = 2_000_000  # transactions per generated chunk (and file)
+_MERCHANT_CHUNK = 50_000  # merchants per generated chunk of risk assessments and embeddings
+# The embedding space (per-dimension standard deviations are these / sqrt(EMBEDDING_DIM), so
+# each is the expected norm of its part). Category centres have norm 1.
+_COUNTRY_PULL = 0.5  # norm of a country's offset
+_MERCHANT_SPREAD = 0.6  # norm of a merchant's own offset
+_MONTHLY_DRIFT = 0.1  # norm of one month's change
 
 CATEGORIES = np.array(
     ["grocery", "fuel", "restaurants", "travel", "electronics", "fashion", "gaming", "pharmacy"]
@@ -36,6 +51,7 @@ class SampleSize:
     transactions: int
     days: int = 180
     end: datetime = END
+    merchant_count: int | None = None  # None: scale with the transactions
 
     @property
     def customers(self) -> int:
@@ -43,7 +59,13 @@ class SampleSize:
 
     @property
     def merchants(self) -> int:
+        if self.merchant_count is not None:
+            return self.merchant_count
         return max(50, self.transactions // 400)
+
+    @property
+    def months(self) -> int:
+        return max(1, self.days // 30)
 
     @property
     def start(self) -> datetime:
@@ -68,18 +90,33 @@ def _customers(rng: np.random.Generator, size: SampleSize) -> pa.Table:
     )
 
 
-def _merchants(rng: np.random.Generator, size: SampleSize) -> pa.Table:
+@dataclass(frozen=True)
+class _Merchants:
+    """The merchants' attributes, as numpy arrays in merchant_id order (id = index + 1)."""
+
+    category: np.ndarray  # index into CATEGORIES
+    country: np.ndarray  # index into COUNTRIES
+    base_risk: np.ndarray  # a few merchants are risky: they drive fraud rates and risk scores
+
+    def table(self) -> pa.Table:
+        ids = pa.array(np.arange(1, len(self.category) + 1, dtype=np.int64))
+        name = pc.binary_join_element_wise("merchant-", pc.utf8_lpad(pc.cast(ids, pa.string()), 6, "0"), "")
+        return pa.table(
+            {
+                "merchant_id": ids,
+                "merchant_name": name,
+                "category": pa.array(CATEGORIES[self.category]),
+                "country": pa.array(COUNTRIES[self.country]),
+            }
+        )
+
+
+def _merchants(rng: np.random.Generator, size: SampleSize) -> _Merchants:
     n = size.merchants
-    ids = np.arange(1, n + 1, dtype=np.int64)
-    return pa.table(
-        {
-            "merchant_id": pa.array(ids),
-            "merchant_name": pa.array([f"merchant-{i:06d}" for i in ids]),
-            "category": pa.array(CATEGORIES[rng.integers(0, len(CATEGORIES), n)]),
-            "country": pa.array(COUNTRIES[rng.integers(0, len(COUNTRIES), n)]),
-            # a few merchants are risky: they drive fraud rates and risk scores
-            "base_risk": pa.array(rng.beta(1.2, 12.0, n)),
-        }
+    return _Merchants(
+        category=rng.integers(0, len(CATEGORIES), n),
+        country=rng.integers(0, len(COUNTRIES), n),
+        base_risk=rng.beta(1.2, 12.0, n),
     )
 
 
@@ -105,14 +142,17 @@ def _transactions(rng: np.random.Generator, size: SampleSize, n: int, first_id: 
     )
 
 
-def _risk_assessments(rng: np.random.Generator, size: SampleSize, base_risk: np.ndarray) -> pa.Table:
-    """Weekly assessments; ~10% are corrected later, re-stating the same assessed_at."""
+def _risk_assessments(rng: np.random.Generator, size: SampleSize, first_id: int,
+                      base_risk: np.ndarray) -> pa.Table:
+    """Weekly assessments of the merchants ``first_id``, ``first_id + 1``, ... (one per value
+    of ``base_risk``); ~10% are corrected later, re-stating the same assessed_at."""
     weeks = size.days // 7
-    merchant = np.repeat(np.arange(1, size.merchants + 1, dtype=np.int64), weeks)
-    week = np.tile(np.arange(weeks), size.merchants)
+    n_merchants = len(base_risk)
+    merchant = np.repeat(np.arange(first_id, first_id + n_merchants, dtype=np.int64), weeks)
+    week = np.tile(np.arange(weeks), n_merchants)
     assessed = week * 7 * 86400 + 6 * 3600
     recorded = assessed + rng.integers(600, 6 * 3600, len(merchant))
-    score = np.clip(base_risk[merchant - 1] + rng.normal(0, 0.03, len(merchant)), 0, 1)
+    score = np.clip(base_risk[merchant - first_id] + rng.normal(0, 0.03, len(merchant)), 0, 1)
     chargeback = np.clip(score * 0.2 + rng.normal(0, 0.005, len(merchant)), 0, 1)
     reports = rng.poisson(score * 20)
     fix = rng.random(len(merchant)) < 0.10
@@ -138,55 +178,96 @@ def _risk_assessments(rng: np.random.Generator, size: SampleSize, base_risk: np.
     )
 
 
-def _embeddings(rng: np.random.Generator, size: SampleSize, categories: np.ndarray) -> pa.Table:
-    """Monthly re-computed merchant embeddings; merchants of a category cluster together."""
-    months = max(1, size.days // 30)
-    centers = rng.normal(0, 1, (len(CATEGORIES), EMBEDDING_DIM)).astype(np.float32)
-    cat_index = np.searchsorted(np.sort(CATEGORIES), categories)
-    merchant = np.repeat(np.arange(1, size.merchants + 1, dtype=np.int64), months)
-    month = np.tile(np.arange(months), size.merchants)
-    vec = centers[np.repeat(cat_index, months)] + rng.normal(0, 0.3, (len(merchant), EMBEDDING_DIM))
-    vec = (vec / np.linalg.norm(vec, axis=1, keepdims=True)).astype(np.float32)
-    flat = pa.array(vec.reshape(-1), type=pa.float32())
+@dataclass(frozen=True)
+class _EmbeddingSpace:
+    category_centres: np.ndarray  # (len(CATEGORIES), EMBEDDING_DIM), unit norm
+    country_offsets: np.ndarray  # (len(COUNTRIES), EMBEDDING_DIM), norm _COUNTRY_PULL
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    return x
+
+
+def _embedding_space(rng: np.random.Generator) -> _EmbeddingSpace:
+    centres = _unit_rows(rng.standard_normal((len(CATEGORIES), EMBEDDING_DIM), dtype=np.float32))
+    offsets = _unit_rows(rng.standard_normal((len(COUNTRIES), EMBEDDING_DIM), dtype=np.float32))
+    return _EmbeddingSpace(centres, offsets * np.float32(_COUNTRY_PULL))
+
+
+def _embeddings(rng: np.random.Generator, size: SampleSize, space: _EmbeddingSpace, first_id: int,
+                category: np.ndarray, country: np.ndarray) -> pa.Table:
+    """Monthly re-computed embeddings of the merchants ``first_id``, ``first_id + 1``, ...
+    (one per value of ``category``/``country``): normalised(category centre + country offset
+    + the merchant's own offset + the drift accumulated since the first month), float32."""
+    months, n = size.months, len(category)
+    scale = np.float32(1 / math.sqrt(EMBEDDING_DIM))
+    own = rng.standard_normal((n, EMBEDDING_DIM), dtype=np.float32)
+    own *= np.float32(_MERCHANT_SPREAD) * scale
+    own += space.category_centres[category]
+    own += space.country_offsets[country]
+    vec = rng.standard_normal((n, months, EMBEDDING_DIM), dtype=np.float32)
+    vec *= np.float32(_MONTHLY_DRIFT) * scale
+    vec[:, 0] = 0
+    np.cumsum(vec, axis=1, out=vec)
+    vec += own[:, None, :]
+    vec = _unit_rows(vec).reshape(n * months, EMBEDDING_DIM)
+    merchant = np.repeat(np.arange(first_id, first_id + n, dtype=np.int64), months)
+    month = np.tile(np.arange(months), n)
+    versions = np.array([f"merchant2vec-{1 + m // 3}" for m in range(months)])
     return pa.table(
         {
             "merchant_id": pa.array(merchant),
             "computed_at": _ts(size.start, month * 30 * 86400 + 3 * 3600),
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, EMBEDDING_DIM),
-            "model_version": pa.array(np.array([f"merchant2vec-{1 + m // 3}" for m in month])),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vec.reshape(-1)), EMBEDDING_DIM),
+            "model_version": pa.array(versions[month]),
         }
     )
 
 
 def generate(lake: Lake, transactions: int = 200_000, seed: int = 7, progress=None,
-             end: datetime = END) -> dict[str, int]:
+             end: datetime = END, merchants: int | None = None) -> dict[str, int]:
     """Write the raw sample tables under ``<lake>/raw``; returns row counts per table.
 
-    The data covers the 180 days before ``end``; the same (transactions, seed, end) always
-    gives the same bytes.
+    The data covers the 180 days before ``end``. ``merchants`` defaults to one per 400
+    transactions (at least 50); transactions only reference merchants that exist. The same
+    (transactions, merchants, seed, end) always gives the same bytes.
     """
-    size = SampleSize(transactions, end=end)
+    if merchants is not None and merchants < 1:
+        raise ValueError(f"merchants must be at least 1, not {merchants}")
+    size = SampleSize(transactions, end=end, merchant_count=merchants)
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
 
-    def write(name: str, table: pa.Table, part: str | None = None) -> None:
+    def write(name: str, tables: Iterable[pa.Table], part: str | None = None) -> None:
         path = f"raw/{name}/{part}.parquet" if part else f"raw/{name}.parquet"
         with lake.open_atomic(path) as f:
-            pq.write_table(table, f, compression="zstd", row_group_size=1_000_000)
-        counts[name] = counts.get(name, 0) + table.num_rows
+            writer = None
+            for table in tables:
+                if writer is None:
+                    writer = pq.ParquetWriter(f, table.schema, compression="zstd")
+                writer.write_table(table, row_group_size=1_000_000)
+                counts[name] = counts.get(name, 0) + table.num_rows
+            writer.close()
 
-    customers = _customers(rng, size)
-    merchants = _merchants(rng, size)
-    write("customers", customers)
-    write("merchants", merchants.drop(["base_risk"]))
-    base_risk = merchants["base_risk"].to_numpy()
+    def merchant_chunks() -> Iterator[slice]:
+        for start in range(0, size.merchants, _MERCHANT_CHUNK):
+            yield slice(start, min(start + _MERCHANT_CHUNK, size.merchants))
+
+    write("customers", [_customers(rng, size)])
+    attrs = _merchants(rng, size)
+    write("merchants", [attrs.table()])
     lake.remove("raw/transactions", recursive=True)
     chunks = max(1, math.ceil(transactions / _CHUNK))
     for i in range(chunks):
         n = min(_CHUNK, transactions - i * _CHUNK)
-        write("transactions", _transactions(rng, size, n, i * _CHUNK + 1, base_risk), f"part-{i:05d}")
+        write("transactions", [_transactions(rng, size, n, i * _CHUNK + 1, attrs.base_risk)], f"part-{i:05d}")
         if progress:
             progress(i + 1, chunks)
-    write("merchant_risk_assessments", _risk_assessments(rng, size, base_risk))
-    write("merchant_embeddings", _embeddings(rng, size, merchants["category"].to_numpy(zero_copy_only=False)))
+    write("merchant_risk_assessments",
+          (_risk_assessments(rng, size, c.start + 1, attrs.base_risk[c]) for c in merchant_chunks()))
+    space = _embedding_space(rng)
+    write("merchant_embeddings",
+          (_embeddings(rng, size, space, c.start + 1, attrs.category[c], attrs.country[c])
+           for c in merchant_chunks()))
     return counts

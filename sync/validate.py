@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from .config import (
     DEFAULT_BUILDS_ROOT as BUILDS_ROOT,  # the example's; ProjectPaths.builds_root gives a project's
@@ -22,12 +23,14 @@ from .definitions import (
     FeatureView,
     Lineage,
     OfflineLocation,
+    VectorIndex,
 )
 from .errors import Problem
 from .manifest import Manifest, meta_of
 from .sql import canonical_sql, fingerprint, output_columns
 
-VIEW_KEYS = ("entities", "event_timestamp", "created_timestamp", "ttl", "online", "owner", "tags")
+VIEW_KEYS = ("entities", "event_timestamp", "created_timestamp", "ttl", "online", "owner", "tags", "vector_index")
+INDEX_KEYS = ("metric", "kind", "min_rows")
 ENTITY_KEYS = ("join_keys", "value_type", "description")
 
 
@@ -187,6 +190,38 @@ def _fingerprints(manifest: Manifest, node: dict, view: FeatureView) -> tuple[st
     return (fingerprint(sql) if sql else ""), fingerprint(schema)
 
 
+def _vector_index(spec: Any, features: list[Feature], bad) -> VectorIndex | None:
+    """``vector_index``: false (no index), or how to build it (docs/search.md)."""
+    from .search.index import KINDS
+    from .search.metrics import METRICS
+
+    if spec is None:
+        return None
+    if not any(f.type.is_vector for f in features):
+        bad("feature_view.vector_index", "the view has no vector feature to index",
+            "declare a vector column (e.g. data_type: float32[64]) or remove vector_index")
+        return None
+    if spec is False:
+        return VectorIndex(enabled=False)
+    if not isinstance(spec, dict):
+        bad("feature_view.vector_index", f"{spec!r} is not a mapping or false",
+            "e.g. vector_index: {metric: cosine, kind: hnsw}, or vector_index: false")
+        return None
+    for key in spec:
+        if key not in INDEX_KEYS:
+            bad(f"feature_view.vector_index.{key}", "is not a vector_index setting",
+                _did_you_mean(str(key), INDEX_KEYS) or f"allowed: {', '.join(INDEX_KEYS)}")
+    metric, kind, min_rows = spec.get("metric", "cosine"), spec.get("kind", "hnsw"), spec.get("min_rows")
+    if metric not in METRICS:
+        bad("feature_view.vector_index.metric", f"{metric!r} is not a metric", f"use one of {', '.join(METRICS)}")
+    if kind not in KINDS:
+        bad("feature_view.vector_index.kind", f"{kind!r} is not an index kind", f"use one of {', '.join(KINDS)}")
+    if min_rows is not None and (isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 0):
+        bad("feature_view.vector_index.min_rows", f"{min_rows!r} is not a number of rows", "e.g. min_rows: 10000")
+        min_rows = None
+    return VectorIndex(metric=str(metric), kind=str(kind), min_rows=min_rows)
+
+
 def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
                   problems: list[Problem], warnings: list[Problem], builds_root: str = BUILDS_ROOT) -> FeatureView | None:
     name = node["name"]
@@ -303,6 +338,7 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
                 warnings.append(Problem(name, f"columns.{col}", "is selected but not declared, so it is not a feature",
                                         "declare it with a data_type to publish it"))
 
+    vector_index = _vector_index(spec.get("vector_index"), features, bad)
     offline = _offline(manifest, node, problems, builds_root)
     if len(problems) > start:
         return None
@@ -311,7 +347,7 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
         event_timestamp=spec["event_timestamp"], created_timestamp=spec.get("created_timestamp"),
         features=tuple(features), owner=owner.strip(), ttl_seconds=ttl, online=online,
         description=node.get("description") or "", tags=tuple(tags), offline=offline,
-        lineage=_lineage(manifest, node), unique_id=node["unique_id"],
+        lineage=_lineage(manifest, node), unique_id=node["unique_id"], vector_index=vector_index,
     )
     sql_fp, schema_fp = _fingerprints(manifest, node, view)
     return FeatureView(**{**view.__dict__, "sql_fingerprint": sql_fp, "schema_fingerprint": schema_fp,

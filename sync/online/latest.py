@@ -67,6 +67,19 @@ def parquet_files(lake: Lake, view: FeatureView) -> list[str]:
     return [path]
 
 
+def source_sql(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, files: list[str], *,
+               row_numbers: bool = False) -> str:
+    """A ``read_parquet`` FROM item over ``files`` (from parquet_files), on any lake."""
+    if lake.is_local:
+        paths = files
+    else:  # object storage through the lake's fsspec filesystem
+        lake.register_duckdb(con)  # safe to repeat on one connection
+        paths = [lake.fs.unstrip_protocol(p) for p in files]
+    hive = "true" if view.offline.partition_by else "false"
+    numbers = ", file_row_number = true" if row_numbers else ""
+    return f"read_parquet([{', '.join(map(literal, paths))}]{numbers}, hive_partitioning = {hive})"
+
+
 @dataclass
 class LatestRows:
     lake: Lake
@@ -168,13 +181,7 @@ def scan(con: duckdb.DuckDBPyConnection, lake: Lake, view: FeatureView, *, since
     """
     files = parquet_files(lake, view)
     keys = [quote(k) for k in view.join_keys]
-    if lake.is_local:
-        paths = files
-    else:  # object storage through the lake's fsspec filesystem
-        lake.register_duckdb(con)  # safe to repeat on one connection
-        paths = [lake.fs.unstrip_protocol(p) for p in files]
-    hive = "true" if view.offline.partition_by else "false"
-    source = f"read_parquet([{', '.join(map(literal, paths))}], file_row_number = true, hive_partitioning = {hive})"
+    source = source_sql(con, lake, view, files, row_numbers=True)
 
     def unreadable(exc: Exception) -> FeatureStoreError:
         return FeatureStoreError(f"{view.name}: cannot read the offline data at {lake.uri(view.offline.path or '')}: {exc}")

@@ -1,8 +1,9 @@
 """The HTTP feature server: ``python -m sync serve``.
 
 Request and response of ``POST /get-online-features`` are shaped like Feast's feature
-server, so Feast HTTP clients can switch. The registry is cached and refreshed in the
-background; a failed refresh keeps serving the last good registry.
+server, so Feast HTTP clients can switch; ``POST /search`` (similarity search over an
+embedding view) like its ``/retrieve-online-documents``. The registry is cached and
+refreshed in the background; a failed refresh keeps serving the last good registry.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import anyio
 import numpy as np
 import orjson
+import pyarrow as pa
+import pydantic
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
@@ -37,12 +41,16 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..contract import DataType
+from ..definitions import FeatureRef
 from ..errors import FeatureStoreError, UnknownNameError
 from ..feature_store import FeatureStore
 from ..online.config import resolve as resolve_online
+from ..search.errors import SearchError
+from ..search.request import max_k as max_search_k
 from .online_features import STATUS_NAMES, EntityRowsError, OnlineResponse
 from .online_features import get_online_features as read_online_features
 
@@ -50,12 +58,15 @@ log = logging.getLogger("sync.serve")
 STATUS_TEXT = np.array(STATUS_NAMES, dtype=object)
 EPOCH = "1970-01-01T00:00:00Z"
 HOT_PATH = "/get-online-features"
+SEARCH_PATH = "/search"
+MAX_SEARCH_ROWS = 100_000  # queries x top_k in one /search answer
 MAX_BODY_BYTES = 8 * 1024 * 1024
 INVALID = "invalid request: the body must be JSON matching the schema in /openapi.json"
 # What a client learns of a server-side failure: its cause (store down, wrong credentials or
 # TLS settings, a misconfigured URL) is for the operator and goes to the server's log only.
 UNAVAILABLE = "the online store is unavailable; retry later (the server's log says why)"
 INTERNAL = "internal error (the server's log says what failed)"
+SEARCH_UNAVAILABLE = "the feature data cannot be read for search; retry later (the server's log says why)"
 LOG_EVERY_SECONDS = 10.0  # the same failure on every request is logged once per this
 
 
@@ -66,8 +77,9 @@ class ServerSettings:
     registry: str | None = None
     online: str | None = None
     token: str | None = None  # bearer token; None: no authentication
-    max_entities: int = 1000
+    max_entities: int = 1000  # also the most queries one /search request may hold
     refresh_seconds: float = 10.0
+    search_threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -80,6 +92,7 @@ class ServerSettings:
             token=env.get("FEATURE_STORE_TOKEN") or None,
             max_entities=int(env.get("FEATURE_STORE_MAX_ENTITIES", "1000")),
             refresh_seconds=float(env.get("FEATURE_STORE_REFRESH_SECONDS", "10")),
+            search_threads=max(1, int(env.get("FEATURE_STORE_SEARCH_THREADS") or min(4, os.cpu_count() or 1))),
         )
 
 
@@ -111,6 +124,53 @@ class ErrorResponse(BaseModel):
     detail: Any = None
 
 
+class SearchRequest(BaseModel):
+    """POST /search: close to Feast's /retrieve-online-documents (``features``, ``query``,
+    ``top_k``, ``distance_metric``), with batches, entity queries, filters and as_of added."""
+
+    # strict: JSON types as the schema says (no "3" for top_k, no true for a number), as on the hot path
+    model_config = ConfigDict(strict=True)
+
+    feature: str | None = Field(
+        None, description="the vector feature to search, view:feature; default: the one vector feature named "
+                          "in features (Feast's way)", examples=["merchant_embedding:embedding"])
+    features: list[str] | None = Field(
+        None, description="columns to return with each neighbour: view:feature, or a bare name of the "
+                          "searched view (another view's feature must be keyed by the same entity)")
+    query: list[float] | None = Field(None, description="one query vector")
+    queries: list[list[float]] | None = Field(None, description="a batch of query vectors, one result group each")
+    entities: dict[str, list[int | str | None]] | None = Field(
+        None, description="join key -> values: each entity's own embedding (its latest at as_of) is its query, "
+                          "and the entity is left out of its own results", examples=[{"merchant_id": [7, 8]}])
+    top_k: int = Field(10, ge=1, description="neighbours per query (at most FEATURE_STORE_SEARCH_MAX_K, default 1000)")
+    distance_metric: str | None = Field(
+        None, description="cosine (1 - cos), l2 (Euclidean, not squared) or dot (-q.x), case-insensitive; "
+                          "default: the view's index metric")
+    filters: str | None = Field(
+        None, description="SQL boolean expression over the view's join keys and features (bare names) and "
+                          "features of views keyed by the same entity (view.feature); applied before the top k",
+        examples=["category = 'grocery' and merchant_id <> 3"])
+    as_of: str | list[str] | None = Field(
+        None, description="ISO 8601 time (or one per query): search the embeddings as of then; default: now")
+    mode: Literal["auto", "exact", "approximate"] = Field(
+        "auto", description="auto: the view's index when it has a current one for the metric, else exact")
+
+
+class SearchMetadata(BaseModel):
+    feature_names: list[str] = Field(..., description="the columns: query, the join keys, distance, rank, then "
+                                                      "the requested features; one entry of results each")
+    search: dict[str, Any] = Field(..., description='how it ran: {"mode": "exact"|"approximate", "metric": ..., '
+                                                    '"index": path or null, "queries": n}')
+
+
+class SearchResponse(BaseModel):
+    """Columnar, as Feast's /retrieve-online-documents answers: one row per (query, neighbour),
+    ordered by query then rank; values at the same position of each column make a row."""
+
+    metadata: SearchMetadata
+    results: list[FeatureVector]
+
+
 @dataclass
 class _Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -124,6 +184,11 @@ class _Metrics:
                                   buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000))
         self.serial = Gauge("feature_server_registry_serial", "Registry serial being served", registry=r)
         self.refresh_failures = Counter("feature_server_registry_refresh_failures", "Failed registry refreshes", registry=r)
+        self.search_latency = Histogram("feature_server_search_seconds", "search latency (request in to answer ready)",
+                                        registry=r, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                                                             10.0))
+        self.search_queries = Histogram("feature_server_search_queries_per_request", "Queries per search request",
+                                        registry=r, buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000))
 
 
 def _error_body(message: str, detail: Any = None) -> bytes:
@@ -254,7 +319,7 @@ class _FailureLog:
         self._last: dict[str, float] = {}
         self._skipped: dict[str, int] = {}
 
-    def report(self, exc: BaseException, unexpected: bool = False) -> None:
+    def report(self, exc: BaseException, unexpected: bool = False, what: str = "online store unavailable") -> None:
         # FeatureStoreError messages name the store without its password (config.redact,
         # redis_errors); anything else is logged by type and message, as a bug to report
         text = str(exc) if isinstance(exc, FeatureStoreError) else f"{type(exc).__name__}: {exc}"
@@ -271,7 +336,7 @@ class _FailureLog:
         if unexpected:
             log.error("request failed unexpectedly: %s%s", text, more, exc_info=exc)
         else:
-            log.warning("online store unavailable: %s%s", text, more)
+            log.warning("%s: %s%s", what, text, more)
 
 
 class _FeaturesEndpoint:
@@ -337,6 +402,154 @@ class _FeaturesEndpoint:
         counter = self.counters.get(status) or self.metrics.requests.labels(HOT_PATH, str(status))
         counter.inc()
         return status, body
+
+
+class _SearchEndpoint:
+    """POST /search: the body read with the same 8 MiB limit as the hot path, then parsed,
+    searched and serialized in a worker thread (CPU work: the event loop keeps serving), at most
+    ``settings.search_threads`` searches at a time.
+
+    Search raises SearchError for a request it cannot answer as asked (400) and
+    UnknownNameError for unknown names (404); any other FeatureStoreError is the server's
+    (the lake unreadable, bad credentials, an index missing, a bad setting): 503, the cause,
+    which names the lake, in the server's log only."""
+
+    def __init__(self, fs: FeatureStore, settings: ServerSettings, metrics: _Metrics, failures: _FailureLog) -> None:
+        self.fs, self.settings, self.metrics, self.failures = fs, settings, metrics, failures
+        self.limiter = anyio.CapacityLimiter(settings.search_threads)
+
+    async def __call__(self, request: Request) -> Response:
+        started = time.perf_counter()
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    return self._response(413, _error_body(f"request body larger than {MAX_BODY_BYTES} bytes"))
+                chunks.append(chunk)
+        except ClientDisconnect:  # gone (or dropped by the request timeout): nobody to answer
+            return Response(status_code=400)
+        status, content = await anyio.to_thread.run_sync(self.answer, b"".join(chunks), limiter=self.limiter)
+        if status == 200:
+            self.metrics.search_latency.observe(time.perf_counter() - started)
+        return self._response(status, content)
+
+    def _response(self, status: int, content: bytes) -> Response:
+        self.metrics.requests.labels(SEARCH_PATH, str(status)).inc()
+        return Response(content, status_code=status, media_type="application/json")
+
+    def answer(self, body: bytes) -> tuple[int, bytes]:
+        """A request body -> status and JSON body (in a worker thread)."""
+        try:
+            request = SearchRequest.model_validate_json(body)
+        except pydantic.ValidationError as exc:
+            detail = [{"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", "")} for e in exc.errors()]
+            return 422, _error_body(INVALID, detail)
+        try:
+            queries, n = self._queries(request)
+            self.metrics.search_queries.observe(n)
+            if n > self.settings.max_entities:
+                return 413, _error_body(f"{n} queries in one request; the limit is {self.settings.max_entities}")
+            # a top_k past the search's maximum is its 400, not this 413
+            if request.top_k <= max_search_k() and n * request.top_k > MAX_SEARCH_ROWS:
+                return 413, _error_body(f"{n} queries x top_k {request.top_k} could answer {n * request.top_k} rows; "
+                                        f"the limit is {MAX_SEARCH_ROWS} (fewer queries or a smaller top_k)")
+            feature = request.feature or self._vector_feature(request.features)
+            metric = request.distance_metric.lower() if request.distance_metric is not None else None
+            table = self.fs.search(feature, queries, k=request.top_k, metric=metric, filter=request.filters,
+                                   as_of=request.as_of, features=request.features, mode=request.mode)
+            return 200, search_body(table, n)
+        except UnknownNameError as exc:
+            return 404, _error_body(str(exc))
+        except (SearchError, _RequestError) as exc:  # the request's problem
+            return 400, _error_body(str(exc))
+        except FeatureStoreError as exc:  # the server's: the lake, its credentials, an index, the settings
+            self.failures.report(exc, what="search cannot read the feature data")
+            return 503, _error_body(SEARCH_UNAVAILABLE)
+        except Exception as exc:  # noqa: BLE001 (a bug: a JSON error body, the details in the log only)
+            self.failures.report(exc, unexpected=True)
+            return 500, _error_body(INTERNAL)
+
+    @staticmethod
+    def _queries(request: SearchRequest) -> tuple[Any, int]:
+        """What FeatureStore.search takes as queries, and how many queries that is."""
+        given = [name for name in ("query", "queries", "entities") if getattr(request, name) is not None]
+        if len(given) != 1:
+            raise _RequestError(f"pass exactly one of query, queries or entities (got {', '.join(given) or 'none'})")
+        if request.query is not None:
+            return np.asarray(request.query, dtype=np.float64), 1
+        if request.queries is not None:
+            if not request.queries:
+                raise _RequestError("queries is empty: pass at least one query vector")
+            sizes = {len(q) for q in request.queries}
+            if len(sizes) > 1:
+                first = len(request.queries[0])
+                odd = next(i for i, q in enumerate(request.queries) if len(q) != first)
+                raise _RequestError(f"queries[{odd}] has {len(request.queries[odd])} numbers but queries[0] has "
+                                    f"{first}: every query vector has the feature's dimension")
+            return np.asarray(request.queries, dtype=np.float64), len(request.queries)
+        entities = request.entities or {}
+        lengths = {len(v) for v in entities.values()}
+        if not entities or lengths == {0}:
+            raise _RequestError("entities has no rows: pass join key -> values, e.g. {\"merchant_id\": [7]}")
+        if len(lengths) > 1:
+            raise _RequestError("entities: the join keys' value lists have different lengths")
+        return entities, lengths.pop()
+
+    def _vector_feature(self, features: list[str] | None) -> str:
+        """Feast names the searched vector among the features to return: the one vector feature there."""
+        found = []
+        for text in features or []:
+            try:
+                ref = FeatureRef.parse(text)
+            except ValueError:
+                continue  # a bare name: it cannot say which view
+            view = self.fs.get_feature_view(ref.view)
+            kind = view.feature(ref.feature).type if ref.feature in view.feature_names else None
+            if kind is not None and kind.is_vector and kind.element in ("float32", "float64"):
+                found.append(f"{ref.view}:{ref.feature}")
+        if len(found) != 1:
+            why = "none is" if not found else f"{len(found)} are ({', '.join(found)})"
+            raise _RequestError(f"name the vector feature to search in feature (view:feature), or list exactly one "
+                                f"vector feature in features: {why}")
+        return found[0]
+
+
+class _RequestError(FeatureStoreError):
+    """A search request whose fields do not fit together (400)."""
+
+
+def search_body(table: pa.Table, queries: int) -> bytes:
+    """The JSON of a search answer: columnar, shaped like Feast's (metadata.feature_names and
+    one {values, statuses, event_timestamps} per column); floats as in get-online-features."""
+    meta = {}
+    raw = (table.schema.metadata or {}).get(b"feature_store:search")
+    if raw:
+        meta = orjson.loads(raw)
+    meta["queries"] = queries
+    n = table.num_rows
+    results = []
+    for column in table.columns:
+        values = _arrow_json(column)
+        statuses = ["PRESENT" if v is not None else "NULL_VALUE" for v in values] if column.null_count else ["PRESENT"] * n
+        results.append({"values": values, "statuses": statuses, "event_timestamps": [EPOCH] * n})
+    return orjson.dumps({"metadata": {"feature_names": table.column_names, "search": meta}, "results": results},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _arrow_json(column: pa.ChunkedArray) -> list:
+    """A result column's values for JSON, as _json_values writes a feature's."""
+    kind = column.type
+    values = column.to_pylist()
+    if pa.types.is_floating(kind):
+        return _floats_json(values, False)
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) \
+            and pa.types.is_floating(kind.value_type):
+        return [v if v is None or math.isfinite(sum(filter(None, v))) else [None if x is None else _special(x) for x in v]
+                for v in values]
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
+        return [None if v is None else base64.b64encode(v).decode("ascii") for v in values]
+    return values
 
 
 class _HotPath:
@@ -455,6 +668,31 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
         # Documents the route (OpenAPI); requests are answered by _HotPath before they get here.
         status, content = endpoint.answer(body.model_dump(), time.perf_counter())
         return Response(content, status_code=status, media_type="application/json")
+
+    searcher = _SearchEndpoint(fs, settings, metrics, failures)
+    search_body_schema = {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/SearchRequest"}}}}
+
+    @app.post(SEARCH_PATH, response_model=SearchResponse, responses=errors, dependencies=[Depends(authorised)],
+              openapi_extra={"requestBody": search_body_schema})
+    async def search(request: Request) -> Response:
+        """Similarity search over an embedding view: the top_k nearest entities of each query.
+
+        The body (SearchRequest) is read and checked by hand, so its size is bounded like the
+        hot path's, and the search runs in a worker thread."""
+        return await searcher(request)
+
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        # /search reads its body by hand: its request model goes into the document here
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["SearchRequest"] = \
+                SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/feature-views", dependencies=[Depends(authorised)])
     def feature_views() -> Response:
