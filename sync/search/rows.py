@@ -44,6 +44,15 @@ class Rows:
     has_vector: np.ndarray | None  # bool: the vector is present and finite
     features: pa.Table  # the other columns asked for
 
+    def numpy_keys(self) -> list[np.ndarray | None]:
+        """Integer join keys without nulls as numpy arrays (None for others), computed once."""
+        cached = self.__dict__.get("_numpy_keys")
+        if cached is None:
+            cached = [np.asarray(c.to_numpy()) if pa.types.is_integer(c.type) and not c.null_count else None
+                      for c in self.keys.columns]
+            self.__dict__["_numpy_keys"] = cached
+        return cached
+
     @property
     def num_rows(self) -> int:
         return len(self.event_us)

@@ -36,6 +36,7 @@ from .metrics import DEFAULT_METRIC, check_metric
 METADATA_KEY = b"feature_store:search"
 POSITION = "__fs_position"
 QUERY = "__fs_query"
+AT_CACHE = 4  # searched sets of past times kept per searcher
 
 
 @dataclass
@@ -45,15 +46,11 @@ class Searched:
     rows: rows.Rows
     matrix: exact.Matrix
     index: index.Index | None = None
-    _numpy_keys: list | None = None
 
     def keys(self, positions: np.ndarray) -> list[pa.Array]:
         """The join key values at ``positions`` (numeric keys through numpy: no Arrow kernel per call)."""
-        if self._numpy_keys is None:
-            self._numpy_keys = [np.asarray(c.to_numpy()) if pa.types.is_integer(c.type) and not c.null_count
-                                else None for c in self.rows.keys.columns]
         out = []
-        for column, values in zip(self.rows.keys.columns, self._numpy_keys):
+        for column, values in zip(self.rows.keys.columns, self.rows.numpy_keys()):
             out.append(pa.array(values[positions], column.type) if values is not None
                        else column.take(pa.array(positions, pa.int64())).combine_chunks())
         return out
@@ -75,6 +72,7 @@ class Searcher:
         self._indexes: dict[str, index.Index] = {}
         self._masks: dict[tuple, np.ndarray] = {}
         self._views: dict[str, FeatureView] = {}
+        self._at: dict[tuple[str, str, int], Searched] = {}
         self._features: dict[str, tuple[FeatureView, str]] = {}
         self._dimensions: dict[tuple[str, str], int] = {}
 
@@ -210,10 +208,19 @@ class Searcher:
             return self._current[key]
 
     def at(self, view: FeatureView, feature: str, at_us: int) -> Searched:
-        history = self.history(view, feature)
-        picked = history.take(history.at(at_us))
-        picked = picked.take(np.flatnonzero(picked.has_vector))
-        return Searched(picked, exact.Matrix(picked.vectors))
+        """The embeddings as of ``at_us``; the last few are kept (a server asked the same time again)."""
+        key = (view.name, feature, at_us)
+        with self._lock:
+            found = self._at.pop(key, None)
+            if found is None:
+                history = self.history(view, feature)
+                picked = history.take(history.at(at_us))
+                found = Searched(picked.take(np.flatnonzero(picked.has_vector)), None)  # type: ignore[arg-type]
+                found.matrix = exact.Matrix(found.rows.vectors)
+            self._at[key] = found  # most recent last
+            while len(self._at) > AT_CACHE:
+                self._at.pop(next(iter(self._at)))
+            return found
 
     # -- frames: the columns filters and results read, aligned with a searched set -------
     def _column(self, searched: rows.Rows, view: FeatureView, owner: str, column: str,
