@@ -60,6 +60,9 @@ show: install
 	$(BIN)/python -m sync sql "select transaction_id, transaction_ts, is_fraud, amount_sum_7d, risk_score, pair_txn_count_30d from fraud_training_set order by transaction_ts desc limit 5"
 	# similarity search: the 5 merchants whose latest embeddings are nearest merchant 1's
 	$(BIN)/python -m sync search merchant_embedding:embedding --entity merchant_id=1 -k 5 --features model_version
+	# operating it: freshness per view, and a check that online values equal the lake's point-in-time values
+	$(BIN)/python -m sync status
+	$(BIN)/python -m sync verify --sample 200
 
 demo: sample-data build sync show
 

@@ -12,12 +12,15 @@ import click
 from rich.table import Table
 
 from . import publish as publishing
+from .cli_time import utc_time
 from .config import ProjectPaths
 from .console import err, out, progress
 from .errors import FeatureStoreError, ValidationError
 from .feature_store import FeatureStore
 from .offline.bigquery.cost import human_bytes
 from .offline.engine import BYTES_PROCESSED
+from .operate.status import status_cmd
+from .operate.verify import verify_cmd
 
 _paths_options: list[Callable] = [
     click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
@@ -421,16 +424,7 @@ def _entity_queries(store: FeatureStore, view_name: str, pairs: tuple[str, ...])
 
 
 def _search_as_of(text: str | None):
-    if text is None:
-        return None
-    from datetime import datetime, timezone
-
-    try:
-        ts = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO 8601 timestamp (e.g. 2026-11-01T00:00:00Z)",
-                                 param_hint="--as-of") from None
-    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+    return None if text is None else utc_time(text, "--as-of")
 
 
 def _json_value(value):
@@ -616,6 +610,10 @@ def doctor_cmd(project_dir: str, profiles_dir: str | None) -> None:
         err.print(f"{missing} thing(s) missing; `python -m sync init` adds most of them.")
         raise SystemExit(1)
     out.print("Everything the feature store needs is in place.")
+
+
+cli.add_command(status_cmd)
+cli.add_command(verify_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

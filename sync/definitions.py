@@ -81,6 +81,8 @@ class FeatureView:
     schema_fingerprint: str = ""
     code_checksum: str = ""  # dbt's checksum of the model file
     vector_index: VectorIndex | None = None  # None: the defaults, for views with a vector feature
+    # the freshness SLA: the newest online value must be at most this old (``freshness``); None: no SLA
+    freshness_seconds: int | None = None
 
     @property
     def ttl(self) -> str | None:
@@ -168,6 +170,7 @@ def feature_view_from_dict(d: dict) -> FeatureView:
         schema_fingerprint=d.get("schema_fingerprint", ""),
         code_checksum=d.get("code_checksum", ""),
         vector_index=VectorIndex(**d["vector_index"]) if d.get("vector_index") else None,
+        freshness_seconds=d.get("freshness_seconds"),
     )
 
 

@@ -14,7 +14,13 @@ from typing import Any
 from .config import (
     DEFAULT_BUILDS_ROOT as BUILDS_ROOT,  # the example's; ProjectPaths.builds_root gives a project's
 )
-from .contract import JOIN_KEY_TYPES, parse_data_type, parse_ttl, supported_types_hint
+from .contract import (
+    JOIN_KEY_TYPES,
+    TTL_TOO_LONG,
+    parse_data_type,
+    parse_ttl,
+    supported_types_hint,
+)
 from .definitions import (
     Entity,
     Feature,
@@ -29,7 +35,8 @@ from .errors import Problem
 from .manifest import Manifest, meta_of
 from .sql import canonical_sql, fingerprint, output_columns
 
-VIEW_KEYS = ("entities", "event_timestamp", "created_timestamp", "ttl", "online", "owner", "tags", "vector_index")
+VIEW_KEYS = ("entities", "event_timestamp", "created_timestamp", "ttl", "freshness", "online", "owner", "tags",
+             "vector_index")
 INDEX_KEYS = ("metric", "kind", "min_rows")
 ENTITY_KEYS = ("join_keys", "value_type", "description")
 
@@ -293,6 +300,14 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
     except ValueError as exc:
         bad("feature_view.ttl", str(exc), "use e.g. 30d, 12h, 1d12h, P7D or a number of seconds; omit for no TTL")
         ttl = None
+    try:  # the freshness SLA: a duration in the TTL's formats (docs/metadata-contract.md)
+        freshness = parse_ttl(spec.get("freshness"))
+    except ValueError as exc:
+        message = str(exc).replace(TTL_TOO_LONG, "is longer than 100 years (36525d), the longest freshness SLA")
+        bad("feature_view.freshness", message,
+            "use e.g. 26h, 1d, 90m, PT26H or a number of seconds: the oldest the newest online value may be; "
+            "omit for no freshness SLA")
+        freshness = None
     online = spec.get("online", True)
     if not isinstance(online, bool):
         bad("feature_view.online", f"{online!r} is not true/false", "use online: true or online: false")
@@ -345,7 +360,8 @@ def _feature_view(manifest: Manifest, node: dict, entities: dict[str, Entity],
     view = FeatureView(
         name=name, entities=tuple(names), join_keys=tuple(join_keys),
         event_timestamp=spec["event_timestamp"], created_timestamp=spec.get("created_timestamp"),
-        features=tuple(features), owner=owner.strip(), ttl_seconds=ttl, online=online,
+        features=tuple(features), owner=owner.strip(), ttl_seconds=ttl, freshness_seconds=freshness,
+        online=online,
         description=node.get("description") or "", tags=tuple(tags), offline=offline,
         lineage=_lineage(manifest, node), unique_id=node["unique_id"], vector_index=vector_index,
     )

@@ -111,6 +111,11 @@ class OnlineStore(ABC):
     def purge(self, field: str) -> int:
         """Delete every value of a view version (found through the store's own index)."""
 
+    def count(self, field: str) -> int | None:
+        """How many entity keys hold a value of ``field`` (``view@version``), cheaply: from the
+        store's own bookkeeping, never a scan of the keyspace. None: the store cannot tell."""
+        return None
+
     def close(self) -> None:
         pass
 

@@ -150,6 +150,11 @@ class RedisOnlineStore(OnlineStore):
             raw = self._client.hgetall(self.catalog_key)
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
+    def count(self, field: str) -> int | None:
+        # the index lists every entity key holding the field once (redis_writer.py): O(1), no SCAN
+        with self.errors():
+            return int(self._client.llen(self.index_key(field)))
+
     def _sha(self, name: str, script: str) -> bytes:
         if name not in self._scripts:
             with self.errors():

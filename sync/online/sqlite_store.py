@@ -137,6 +137,10 @@ class SqliteOnlineStore(OnlineStore):
         rows = self._run("select field, entry from catalog where substr(field, 1, ?) = ?", (len(prefix), prefix))
         return {field[len(prefix):]: json.loads(entry) for field, entry in rows}
 
+    def count(self, field: str) -> int | None:
+        # a range of the primary key (field, entity_key): no table scan
+        return int(self._run("select count(*) from online_values where field = ?", (self._field(field),))[0][0])
+
     def writer(self, view: OnlineView, fresh: bool = False) -> BatchWriter:
         writer = _SqliteWriter(self, view)
         with writer.failures():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-_METADATA = ("ttl_seconds", "online", "owner", "tags", "description")
+_METADATA = ("ttl_seconds", "freshness_seconds", "vector_index", "online", "owner", "tags", "description")
 
 
 @dataclass(frozen=True)

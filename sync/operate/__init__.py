@@ -1,0 +1,1 @@
+"""Operating the feature store: status and freshness SLAs (docs/operations.md)."""
