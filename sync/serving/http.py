@@ -49,6 +49,7 @@ from ..definitions import FeatureRef
 from ..errors import FeatureStoreError, UnknownNameError
 from ..feature_store import FeatureStore
 from ..online.config import resolve as resolve_online
+from ..operate.metrics import OperationsCollector
 from ..search.errors import SearchError
 from ..search.request import max_k as max_search_k
 from .online_features import STATUS_NAMES, EntityRowsError, OnlineResponse
@@ -590,6 +591,8 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
     if store is None:  # and if the online store's URL cannot be right (the store may be down for now)
         resolve_online(settings.online, fs.lake.root, Path(fs.project_dir or Path.cwd()))
     metrics.serial.set(fs.serial)
+    # freshness and the last verify, computed at each scrape (sync/operate/metrics.py)
+    metrics.registry.register(OperationsCollector(fs))
 
     async def refresh_forever() -> None:
         while True:
