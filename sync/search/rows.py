@@ -53,6 +53,13 @@ class Rows:
             self.__dict__["_numpy_keys"] = cached
         return cached
 
+    def oldest_event_us(self) -> int:
+        """The smallest event time (computed once): a TTL that spares it spares every row."""
+        cached = self.__dict__.get("_oldest")
+        if cached is None:
+            cached = self.__dict__["_oldest"] = int(self.event_us.min()) if self.num_rows else 0
+        return cached
+
     @property
     def num_rows(self) -> int:
         return len(self.event_us)

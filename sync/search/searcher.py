@@ -268,7 +268,7 @@ class Searcher:
                         self._masks[key] = mask
             keep = mask
         earliest = ttl.earliest_us(now_us, view.ttl_seconds) if at_us is None else None
-        if earliest is not None:
+        if earliest is not None and searched.rows.oldest_event_us() < earliest:  # something has expired
             fresh = searched.rows.event_us >= earliest
             keep = fresh if keep is None else keep & fresh
         return None if keep is None else np.flatnonzero(keep)
