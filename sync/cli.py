@@ -19,6 +19,8 @@ from .errors import FeatureStoreError, ValidationError
 from .feature_store import FeatureStore
 from .offline.bigquery.cost import human_bytes
 from .offline.engine import BYTES_PROCESSED
+from .operate.drift import drift_cmd
+from .operate.statistics import stats_cmd
 from .operate.status import status_cmd
 from .operate.verify import verify_cmd
 
@@ -614,6 +616,8 @@ def doctor_cmd(project_dir: str, profiles_dir: str | None) -> None:
 
 cli.add_command(status_cmd)
 cli.add_command(verify_cmd)
+cli.add_command(stats_cmd)
+cli.add_command(drift_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from .offline.bigquery.cost import QueryRunner
 from .offline.historical import resolved_grain
 from .offline.lance import mirror_views
 from .offline.parquet import check_view
+from .operate.statistics import compute_all
 from .registry import Change, RegistryStore, apply_definitions, diff_documents
 from .search.index import build_indexes
 from .search.index import collect_garbage as collect_index_garbage
@@ -282,6 +283,7 @@ def publish(paths: ProjectPaths) -> Outcome:
 
     after = store.update(mutate)
     before = seen.get("before")
+    prepared.warnings.extend(compute_all(lake, after))  # feature statistics per version, beside the registry
     removed = collect_garbage(lake, after, paths.builds_root) if prepared.manifest.adapter_type == "duckdb" else []
     published_us = int(datetime.fromisoformat(after["published_at"]).timestamp() * 1_000_000)
     keep_us = int(lake_builds.retention().total_seconds() * 1_000_000)
