@@ -19,6 +19,7 @@ from .errors import FeatureStoreError, ValidationError
 from .feature_store import FeatureStore
 from .offline.bigquery.cost import human_bytes
 from .offline.engine import BYTES_PROCESSED
+from .operate.catalog import catalog_cmd
 from .operate.drift import drift_cmd
 from .operate.statistics import stats_cmd
 from .operate.status import status_cmd
@@ -618,6 +619,7 @@ cli.add_command(status_cmd)
 cli.add_command(verify_cmd)
 cli.add_command(stats_cmd)
 cli.add_command(drift_cmd)
+cli.add_command(catalog_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

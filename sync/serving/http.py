@@ -29,7 +29,7 @@ import pyarrow as pa
 import pydantic
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -723,6 +723,13 @@ def create_app(settings: ServerSettings | None = None, store: FeatureStore | Non
     @app.get("/metrics", dependencies=[Depends(authorised)])
     def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/catalog", dependencies=[Depends(authorised)], include_in_schema=False)
+    def catalog() -> Response:
+        # the catalog page (sync/operate/catalog.py), rendered from the cached registry in a worker thread
+        from ..operate.catalog import INDEX, render
+
+        return HTMLResponse(render(fs, None)[INDEX])
 
     return app
 
