@@ -137,6 +137,9 @@ def _publish(project_dir: str, manifest: str | None, lake: str | None) -> publis
     return outcome
 
 
+VERIFY_ENV = "FEATURE_STORE_VERIFY"  # 1: every materialization is followed by `verify`
+
+
 def _view_names(values: tuple[str, ...]) -> list[str]:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
@@ -148,17 +151,35 @@ def _view_names(values: tuple[str, ...]) -> list[str]:
               help="Only these feature views (repeat or comma-separate) [default: every online view].")
 @click.option("--online", default=None, metavar="URL",
               help="Online store URL [default: $FEATURE_STORE_ONLINE, else SQLite at <lake>/online.db].")
+@click.option("--verify", "verify_after", is_flag=True, default=False,
+              help=f"Then check the views' online values against the lake (`verify`; exit 6 on a mismatch). "
+                   f"Also on when ${VERIFY_ENV}=1, e.g. for every `python -m sync`.")
+@click.option("--verify-sample", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="Entities checked per view by --verify.")
 def materialize_cmd(project_dir: str = ".", manifest: str | None = None, lake: str | None = None,
-                    full_refresh: bool = False, views: tuple[str, ...] = (), online: str | None = None) -> None:
+                    full_refresh: bool = False, views: tuple[str, ...] = (), online: str | None = None,
+                    verify_after: bool = False, verify_sample: int = 1000) -> None:
     """Push the latest offline row of every entity into the online store (incremental by default)."""
     from .materialize import materialize
 
-    outcome = materialize(_paths(project_dir, manifest, lake), online=online, full_refresh=full_refresh,
+    paths = _paths(project_dir, manifest, lake)
+    outcome = materialize(paths, online=online, full_refresh=full_refresh,
                           views=_view_names(views) or None, progress=progress, on_cost=_print_cost)
     out.print(outcome.summary(), markup=False)
     for view in outcome.views:
         if view.note:
             err.print(f"note: {view.name}: {view.note}", markup=False)
+    if verify_after or os.environ.get(VERIFY_ENV, "").strip().lower() in ("1", "true", "yes"):
+        from .operate.verify import MISMATCH_EXIT, render_table, verify
+
+        fs = FeatureStore(paths.project_dir, lake=paths.lake_root, online=online)
+        try:
+            report = verify(fs, [v.name for v in outcome.views] or None, sample=verify_sample)
+        finally:
+            fs.close()
+        render_table(report)
+        if not report.ok:
+            raise SystemExit(MISMATCH_EXIT)
 
 
 def _print_cost(cost) -> None:

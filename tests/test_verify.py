@@ -220,6 +220,28 @@ def test_catches_an_offline_rebuild_that_was_not_materialized(project):
 
 
 @slow
+def test_materialize_can_verify_what_it_wrote(project, redis_url):
+    """`materialize --verify`, or $FEATURE_STORE_VERIFY=1 for every run: the check follows the write."""
+    done = project.sync("materialize", "--verify", "--verify-sample", "50")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "online equals offline" in done.stdout
+    # a store that another writer damaged after the run: the next materialization says so
+    env = {**project.env(), "FEATURE_STORE_VERIFY": "1", "FEATURE_STORE_ONLINE": redis_url}
+    first = subprocess.run([sys.executable, "-m", "sync", "materialize"], cwd=project.dir, env=env,
+                           capture_output=True, text=True)
+    assert first.returncode == 0 and "online equals offline" in first.stdout, first.stdout + first.stderr
+    base, _, prefix = redis_url.partition("?key_prefix=")
+    client = redis.Redis.from_url(base)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        if client.type(key) == b"hash":
+            client.delete(key)  # every online value of the views is gone
+    again = subprocess.run([sys.executable, "-m", "sync", "materialize"], cwd=project.dir, env=env,
+                           capture_output=True, text=True)
+    assert again.returncode == MISMATCH_EXIT, again.stdout + again.stderr
+    assert "Traceback" not in again.stderr
+
+
+@slow
 def test_the_ttl_boundary_agrees_online_and_offline(project):
     """At exactly event time + TTL both sides serve the value; a second later both have expired."""
     from sync import FeatureStore
