@@ -132,7 +132,12 @@ def test_reads_prune_columns_and_partitions(lake):
     print(f"pruning {lake.scheme}: total={total} full={full} one_feature={one_feature} one_week={one_week} requests={week_requests}")
     assert full >= 0.9 * total  # the meter sees everything a full read fetches
     assert one_feature < 0.35 * full, (one_feature, full)  # keys + 1 feature of 10
-    assert one_week < 0.08 * full, (one_week, full)  # one month's file, then its row groups
+    # partitions pruned: nothing of the other 11 months is read. (Row groups inside the month
+    # file are pruned too on a local lake; through fsspec on S3/GCS its read-ahead may fetch the
+    # whole 3 MB file, so the bound is the month's size, not a fraction of it.)
+    month = sum(lake.fs.size(p) for p in lake.fs.find(lake.path("features/pruned/event_month=2025-06-01")))
+    assert one_week <= 1.1 * month + 65_536, (one_week, month, full)
+    assert one_week < 0.12 * full, (one_week, full)
     assert week_requests < 60
 
 
