@@ -23,7 +23,7 @@ from .operate.catalog import catalog_cmd
 from .operate.drift import drift_cmd
 from .operate.statistics import stats_cmd
 from .operate.status import status_cmd
-from .operate.verify import verify_cmd
+from .operate.verify import _view_names, verify_cmd
 
 _paths_options: list[Callable] = [
     click.option("--project-dir", type=click.Path(file_okay=False), default=".", show_default=True,
@@ -140,8 +140,6 @@ def _publish(project_dir: str, manifest: str | None, lake: str | None) -> publis
 VERIFY_ENV = "FEATURE_STORE_VERIFY"  # 1: every materialization is followed by `verify`
 
 
-def _view_names(values: tuple[str, ...]) -> list[str]:
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
 @cli.command("materialize")
